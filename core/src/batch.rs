@@ -1,0 +1,109 @@
+//! The batch types that flow through the pipeline. `Batch` is decoded telemetry; a
+//! `RedactedBatch` can only be made by the redactor, and is all that storage and the detector take.
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+
+use crate::schema::{logs_schema, spans_schema};
+
+/// Which table a batch belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Signal {
+    Logs,
+    Spans,
+}
+
+impl Signal {
+    pub const ALL: [Signal; 2] = [Signal::Logs, Signal::Spans];
+
+    /// Table name, also the `signal=` partition value and the metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Logs => "logs",
+            Signal::Spans => "spans",
+        }
+    }
+
+    pub fn schema(self) -> SchemaRef {
+        match self {
+            Signal::Logs => logs_schema(),
+            Signal::Spans => spans_schema(),
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Signal> {
+        match s {
+            "logs" => Some(Signal::Logs),
+            "spans" => Some(Signal::Spans),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Decoded telemetry of one signal, in that signal's schema. May still hold raw PII.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    signal: Signal,
+    records: RecordBatch,
+}
+
+impl Batch {
+    /// Wraps records that must already be in `signal`'s schema.
+    pub fn new(signal: Signal, records: RecordBatch) -> Result<Self, SchemaMismatch> {
+        if records.schema() != signal.schema() {
+            return Err(SchemaMismatch { signal });
+        }
+        Ok(Self { signal, records })
+    }
+
+    pub fn signal(&self) -> Signal {
+        self.signal
+    }
+    pub fn records(&self) -> &RecordBatch {
+        &self.records
+    }
+    pub fn num_rows(&self) -> usize {
+        self.records.num_rows()
+    }
+    pub fn into_records(self) -> RecordBatch {
+        self.records
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("record batch does not match the {signal} schema")]
+pub struct SchemaMismatch {
+    pub signal: Signal,
+}
+
+/// A batch that has passed the redactor. Constructed only in [`crate::redact`]: holding one
+/// is the proof that no raw PII is inside, so storage and the detector accept nothing else.
+#[derive(Debug, Clone)]
+pub struct RedactedBatch(Batch);
+
+impl RedactedBatch {
+    /// Only the redaction stage may call this.
+    pub(crate) fn from_redacted(batch: Batch) -> Self {
+        Self(batch)
+    }
+    pub fn signal(&self) -> Signal {
+        self.0.signal
+    }
+    pub fn records(&self) -> &RecordBatch {
+        &self.0.records
+    }
+    pub fn num_rows(&self) -> usize {
+        self.0.num_rows()
+    }
+    pub fn into_records(self) -> RecordBatch {
+        self.0.records
+    }
+}

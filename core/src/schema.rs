@@ -1,0 +1,123 @@
+//! Arrow schemas of the `logs` and `spans` tables: the one in-memory and on-disk shape of
+//! telemetry in Vigil, fixed at ingest and shared by storage, SQL and the detector.
+
+use std::sync::{Arc, LazyLock};
+
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+
+/// Value of the `service` column when a resource carries no `service.name`.
+pub const UNKNOWN_SERVICE: &str = "unknown_service";
+
+/// Column names shared by both tables.
+pub mod col {
+    pub const TIME: &str = "time";
+    pub const SERVICE: &str = "service";
+    pub const TRACE_ID: &str = "trace_id";
+    pub const SPAN_ID: &str = "span_id";
+    pub const ATTRIBUTES: &str = "attributes";
+    pub const RESOURCE: &str = "resource";
+}
+
+/// `timestamp(ns, UTC)`, the type of every time column.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+}
+
+/// The entries field of a `map<string,string>` column (key non-null, value nullable).
+pub fn map_entries_field() -> Arc<Field> {
+    Arc::new(Field::new(
+        "entries",
+        DataType::Struct(Fields::from(vec![
+            Field::new("key", DataType::Utf8, false),
+            Field::new("value", DataType::Utf8, true),
+        ])),
+        false,
+    ))
+}
+
+/// `map<string,string>`: attributes, with non-string values in their string form.
+pub fn string_map_type() -> DataType {
+    DataType::Map(map_entries_field(), false)
+}
+
+fn ts(name: &str) -> Field {
+    Field::new(name, timestamp_type(), false)
+}
+fn utf8(name: &str, nullable: bool) -> Field {
+    Field::new(name, DataType::Utf8, nullable)
+}
+fn map(name: &str) -> Field {
+    Field::new(name, string_map_type(), false)
+}
+fn u32_col(name: &str) -> Field {
+    Field::new(name, DataType::UInt32, false)
+}
+
+static LOGS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        ts("time"),
+        ts("observed_time"),
+        utf8("service", false),
+        Field::new("severity_number", DataType::Int32, false),
+        utf8("severity_text", true),
+        utf8("body", true),
+        utf8("trace_id", true),
+        utf8("span_id", true),
+        u32_col("flags"),
+        utf8("event_name", true),
+        map("attributes"),
+        u32_col("dropped_attributes_count"),
+        map("resource"),
+        u32_col("resource_dropped_attributes_count"),
+        utf8("resource_schema_url", true),
+        utf8("scope_name", true),
+        utf8("scope_version", true),
+        map("scope_attributes"),
+        u32_col("scope_dropped_attributes_count"),
+        utf8("scope_schema_url", true),
+    ]))
+});
+
+static SPANS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        ts("time"),
+        ts("end_time"),
+        Field::new("duration_ns", DataType::Int64, false),
+        utf8("trace_id", false),
+        utf8("span_id", false),
+        utf8("parent_span_id", true),
+        utf8("trace_state", true),
+        u32_col("flags"),
+        utf8("service", false),
+        utf8("name", false),
+        utf8("kind", false),
+        utf8("status_code", false),
+        utf8("status_message", true),
+        map("attributes"),
+        u32_col("dropped_attributes_count"),
+        // JSON arrays: [{"time","name","attributes","dropped_attributes_count"}]
+        utf8("events", false),
+        u32_col("dropped_events_count"),
+        // JSON arrays: [{"trace_id","span_id","trace_state","flags","attributes","dropped_attributes_count"}]
+        utf8("links", false),
+        u32_col("dropped_links_count"),
+        map("resource"),
+        u32_col("resource_dropped_attributes_count"),
+        utf8("resource_schema_url", true),
+        utf8("scope_name", true),
+        utf8("scope_version", true),
+        map("scope_attributes"),
+        u32_col("scope_dropped_attributes_count"),
+        utf8("scope_schema_url", true),
+    ]))
+});
+
+/// Schema of the `logs` table.
+pub fn logs_schema() -> SchemaRef {
+    LOGS.clone()
+}
+
+/// Schema of the `spans` table.
+pub fn spans_schema() -> SchemaRef {
+    SPANS.clone()
+}
