@@ -1,0 +1,336 @@
+//! Arrow column builders shared by the logs and spans decoders: `map<string,string>` attribute
+//! columns, and the resource and scope columns whose values are computed once per group.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, MapBuilder, MapFieldNames, StringArray, StringBuilder, UInt32Array};
+use arrow::error::ArrowError;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
+use super::value::{append_string_form, for_each_last};
+use crate::schema::UNKNOWN_SERVICE;
+
+/// Builder of one `map<string,string>` column (see [`crate::schema::string_map_type`]).
+pub(super) type StringMapBuilder = MapBuilder<StringBuilder, StringBuilder>;
+
+/// Guessed bytes per key or value, to size builders up front.
+const BYTES_PER_STRING_GUESS: usize = 16;
+
+/// Most map entries reserved up front: a large resource repeated on many records can ask for
+/// far more than the batch size limit lets through, so beyond this builders grow as they fill.
+const MAX_RESERVED_ENTRIES: usize = 1 << 20;
+
+/// Bytes a row takes in the fixed-width columns and the offsets of the map columns, roughly.
+pub(super) const FIXED_ROW_BYTES: usize = 64;
+
+/// A map builder for `rows` rows holding about `entries` entries in all.
+pub(super) fn string_map_builder(rows: usize, entries: usize) -> StringMapBuilder {
+    let entries = entries.min(MAX_RESERVED_ENTRIES);
+    let names = MapFieldNames {
+        entry: "entries".to_owned(),
+        key: "key".to_owned(),
+        value: "value".to_owned(),
+    };
+    // MapBuilder makes the key field non-null and the value field nullable, as the schema wants.
+    MapBuilder::with_capacity(
+        Some(names),
+        StringBuilder::with_capacity(entries, entries * BYTES_PER_STRING_GUESS),
+        StringBuilder::with_capacity(entries, entries * BYTES_PER_STRING_GUESS),
+        rows,
+    )
+}
+
+/// Appends one row holding `attributes` by their string forms, duplicate keys keeping the last.
+pub(super) fn append_attributes(
+    builder: &mut StringMapBuilder,
+    attributes: &[KeyValue],
+) -> Result<(), ArrowError> {
+    for_each_last(attributes, |kv| {
+        let (keys, values) = builder.entries();
+        keys.append_value(&kv.key);
+        append_string_form(values, kv.value.as_ref())
+    })?;
+    builder.append(true)
+}
+
+/// Bytes held by a string builder: its data plus its offsets.
+pub(super) fn string_bytes(builder: &StringBuilder) -> usize {
+    builder.values_slice().len() + std::mem::size_of_val(builder.offsets_slice())
+}
+
+/// Bytes held by the keys and values of a map builder.
+pub(super) fn map_bytes(builder: &mut StringMapBuilder) -> usize {
+    let (keys, values) = builder.entries();
+    string_bytes(keys) + string_bytes(values)
+}
+
+/// `None` for an empty string: OTLP cannot tell an empty string from an absent one.
+pub(super) fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// An attribute map converted once, then appended to every row of its resource or scope.
+#[derive(Debug)]
+pub(super) struct PreparedMap {
+    keys: StringArray,
+    values: StringArray,
+}
+
+impl PreparedMap {
+    pub(super) fn new(attributes: &[KeyValue]) -> Result<Self, ArrowError> {
+        let n = attributes.len();
+        let mut keys = StringBuilder::with_capacity(n, n * BYTES_PER_STRING_GUESS);
+        let mut values = StringBuilder::with_capacity(n, n * BYTES_PER_STRING_GUESS);
+        for_each_last(attributes, |kv| {
+            keys.append_value(&kv.key);
+            append_string_form(&mut values, kv.value.as_ref())
+        })?;
+        Ok(Self {
+            keys: keys.finish(),
+            values: values.finish(),
+        })
+    }
+
+    fn append_to(&self, builder: &mut StringMapBuilder) -> Result<(), ArrowError> {
+        let (keys, values) = builder.entries();
+        keys.append_array(&self.keys)?;
+        values.append_array(&self.values)?;
+        builder.append(true)
+    }
+
+    /// Bytes one row of this map adds to a column.
+    fn bytes(&self) -> usize {
+        let data =
+            |a: &StringArray| a.value_data().len() + std::mem::size_of_val(a.value_offsets());
+        data(&self.keys) + data(&self.values)
+    }
+}
+
+/// What every record under one resource shares.
+#[derive(Debug)]
+pub(super) struct ResourceContext<'a> {
+    service: &'a str,
+    attributes: PreparedMap,
+    dropped_attributes_count: u32,
+    schema_url: Option<&'a str>,
+}
+
+impl<'a> ResourceContext<'a> {
+    pub(super) fn new(
+        resource: Option<&'a Resource>,
+        schema_url: &'a str,
+    ) -> Result<Self, ArrowError> {
+        let attributes = resource.map_or(&[][..], |r| &r.attributes);
+        Ok(Self {
+            service: service_name(attributes),
+            attributes: PreparedMap::new(attributes)?,
+            dropped_attributes_count: resource.map_or(0, |r| r.dropped_attributes_count),
+            schema_url: non_empty(schema_url),
+        })
+    }
+}
+
+/// `service.name` when its (last) value is a non-empty string, else [`UNKNOWN_SERVICE`].
+fn service_name(attributes: &[KeyValue]) -> &str {
+    let value = attributes
+        .iter()
+        .rev()
+        .find(|kv| kv.key == "service.name")
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref());
+    match value {
+        Some(Value::StringValue(name)) if !name.is_empty() => name,
+        _ => UNKNOWN_SERVICE,
+    }
+}
+
+/// What every record under one instrumentation scope shares.
+#[derive(Debug)]
+pub(super) struct ScopeContext<'a> {
+    name: Option<&'a str>,
+    version: Option<&'a str>,
+    attributes: PreparedMap,
+    dropped_attributes_count: u32,
+    schema_url: Option<&'a str>,
+}
+
+impl<'a> ScopeContext<'a> {
+    pub(super) fn new(
+        scope: Option<&'a InstrumentationScope>,
+        schema_url: &'a str,
+    ) -> Result<Self, ArrowError> {
+        Ok(Self {
+            name: scope.and_then(|s| non_empty(&s.name)),
+            version: scope.and_then(|s| non_empty(&s.version)),
+            attributes: PreparedMap::new(scope.map_or(&[][..], |s| &s.attributes))?,
+            dropped_attributes_count: scope.map_or(0, |s| s.dropped_attributes_count),
+            schema_url: non_empty(schema_url),
+        })
+    }
+}
+
+/// Upper bound of the bytes one row of `resource` and `scope` adds to the context columns.
+pub(super) fn context_row_bytes(resource: &ResourceContext<'_>, scope: &ScopeContext<'_>) -> usize {
+    let opt = |s: Option<&str>| s.map_or(0, str::len);
+    resource.service.len()
+        + resource.attributes.bytes()
+        + opt(resource.schema_url)
+        + opt(scope.name)
+        + opt(scope.version)
+        + scope.attributes.bytes()
+        + opt(scope.schema_url)
+        + 64
+}
+
+/// The `service` column and the resource and scope columns that end both tables' schemas.
+#[derive(Debug)]
+pub(super) struct ContextColumns {
+    service: StringBuilder,
+    resource: StringMapBuilder,
+    resource_dropped_attributes_count: Vec<u32>,
+    resource_schema_url: StringBuilder,
+    scope_name: StringBuilder,
+    scope_version: StringBuilder,
+    scope_attributes: StringMapBuilder,
+    scope_dropped_attributes_count: Vec<u32>,
+    scope_schema_url: StringBuilder,
+}
+
+/// Context columns in schema order, `service` apart since it sits earlier in both schemas.
+pub(super) struct FinishedContext {
+    pub(super) service: ArrayRef,
+    pub(super) tail: [ArrayRef; 8],
+}
+
+impl ContextColumns {
+    /// Builders for `rows` rows with `resource_entries` and `scope_entries` map entries in all.
+    pub(super) fn with_capacity(
+        rows: usize,
+        resource_entries: usize,
+        scope_entries: usize,
+    ) -> Self {
+        Self {
+            service: StringBuilder::with_capacity(rows, rows * BYTES_PER_STRING_GUESS),
+            resource: string_map_builder(rows, resource_entries),
+            resource_dropped_attributes_count: Vec::with_capacity(rows),
+            resource_schema_url: StringBuilder::with_capacity(rows, 0),
+            scope_name: StringBuilder::with_capacity(rows, rows * BYTES_PER_STRING_GUESS),
+            scope_version: StringBuilder::with_capacity(rows, rows * 8),
+            scope_attributes: string_map_builder(rows, scope_entries),
+            scope_dropped_attributes_count: Vec::with_capacity(rows),
+            scope_schema_url: StringBuilder::with_capacity(rows, 0),
+        }
+    }
+
+    pub(super) fn append(
+        &mut self,
+        resource: &ResourceContext<'_>,
+        scope: &ScopeContext<'_>,
+    ) -> Result<(), ArrowError> {
+        self.service.append_value(resource.service);
+        resource.attributes.append_to(&mut self.resource)?;
+        self.resource_dropped_attributes_count
+            .push(resource.dropped_attributes_count);
+        self.resource_schema_url.append_option(resource.schema_url);
+        self.scope_name.append_option(scope.name);
+        self.scope_version.append_option(scope.version);
+        scope.attributes.append_to(&mut self.scope_attributes)?;
+        self.scope_dropped_attributes_count
+            .push(scope.dropped_attributes_count);
+        self.scope_schema_url.append_option(scope.schema_url);
+        Ok(())
+    }
+
+    /// Bytes held so far by the variable-length columns.
+    pub(super) fn bytes(&mut self) -> usize {
+        string_bytes(&self.service)
+            + map_bytes(&mut self.resource)
+            + string_bytes(&self.resource_schema_url)
+            + string_bytes(&self.scope_name)
+            + string_bytes(&self.scope_version)
+            + map_bytes(&mut self.scope_attributes)
+            + string_bytes(&self.scope_schema_url)
+    }
+
+    pub(super) fn finish(mut self) -> FinishedContext {
+        FinishedContext {
+            service: Arc::new(self.service.finish()),
+            tail: [
+                Arc::new(self.resource.finish()),
+                Arc::new(UInt32Array::from(self.resource_dropped_attributes_count)),
+                Arc::new(self.resource_schema_url.finish()),
+                Arc::new(self.scope_name.finish()),
+                Arc::new(self.scope_version.finish()),
+                Arc::new(self.scope_attributes.finish()),
+                Arc::new(UInt32Array::from(self.scope_dropped_attributes_count)),
+                Arc::new(self.scope_schema_url.finish()),
+            ],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::string_map_type;
+    use arrow::array::Array;
+    use opentelemetry_proto::tonic::common::v1::AnyValue;
+
+    fn kv(key: &str, value: Option<Value>) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value }),
+            key_strindex: 0,
+        }
+    }
+
+    #[test]
+    fn map_builder_produces_the_schema_map_type() {
+        let mut b = string_map_builder(2, 2);
+        append_attributes(&mut b, &[kv("a", Some(Value::IntValue(1))), kv("b", None)]).unwrap();
+        PreparedMap::new(&[kv("c", Some(Value::BoolValue(true)))])
+            .unwrap()
+            .append_to(&mut b)
+            .unwrap();
+        let map = b.finish();
+        assert_eq!(map.data_type(), &string_map_type());
+        assert_eq!(map.len(), 2);
+        assert_eq!(map.null_count(), 0);
+    }
+
+    #[test]
+    fn service_name_falls_back_to_unknown_service() {
+        let name = |attrs: &[KeyValue]| service_name(attrs).to_owned();
+        assert_eq!(name(&[]), UNKNOWN_SERVICE);
+        assert_eq!(
+            name(&[kv("service.name", Some(Value::StringValue(String::new())))]),
+            UNKNOWN_SERVICE
+        );
+        assert_eq!(
+            name(&[kv("service.name", Some(Value::IntValue(3)))]),
+            UNKNOWN_SERVICE
+        );
+        assert_eq!(name(&[kv("service.name", None)]), UNKNOWN_SERVICE);
+        assert_eq!(
+            name(&[KeyValue {
+                key: "service.name".into(),
+                value: None,
+                key_strindex: 0
+            }]),
+            UNKNOWN_SERVICE
+        );
+        assert_eq!(
+            name(&[kv("service.name", Some(Value::StringValue("api".into())))]),
+            "api"
+        );
+        // Last one wins, as in the resource map.
+        assert_eq!(
+            name(&[
+                kv("service.name", Some(Value::StringValue("old".into()))),
+                kv("service.name", Some(Value::StringValue("new".into()))),
+            ]),
+            "new"
+        );
+    }
+}
