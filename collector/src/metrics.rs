@@ -1,0 +1,144 @@
+//! Vigil's own Prometheus metrics. Every name and label set lives here; labels come from small
+//! closed sets so cardinality stays bounded. One `Metrics` is built per topology and passed in.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Why records or requests were refused (the `reason` label).
+#[derive(Debug, Clone, Copy)]
+pub enum RejectReason {
+    /// Record failed validation (bad ids, timestamps); reported as partial success.
+    InvalidRecord,
+    /// Whole request could not be decoded.
+    Undecodable,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    Overloaded,
+    Unavailable,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::InvalidRecord => "invalid_record",
+            RejectReason::Undecodable => "undecodable",
+            RejectReason::PayloadTooLarge => "payload_too_large",
+            RejectReason::UnsupportedMediaType => "unsupported_media_type",
+            RejectReason::Overloaded => "overloaded",
+            RejectReason::Unavailable => "unavailable",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Records accepted into the WAL, by signal and transport.
+    pub received_records: IntCounterVec,
+    /// Bytes of request bodies received (after decompression), by signal and transport.
+    pub received_bytes: IntCounterVec,
+    /// Records (or whole requests, counted as requests) refused, by signal and reason.
+    pub rejected_records: IntCounterVec,
+    pub rejected_requests: IntCounterVec,
+    /// Time from request arrival to durable acknowledgement.
+    pub ingest_duration: HistogramVec,
+    /// Requests waiting in a stage.
+    pub queue_depth: IntGaugeVec,
+    pub wal_bytes: IntGauge,
+    pub wal_fsyncs: IntCounterVec,
+    pub parquet_bytes: IntGaugeVec,
+    pub parquet_files: IntGaugeVec,
+    pub compactions: IntCounterVec,
+    pub retention_deleted_files: IntCounterVec,
+    pub queries: IntCounterVec,
+    pub query_duration: HistogramVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| -> Result<HistogramVec, prometheus::Error> {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+        let latency_buckets = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let wal_bytes = IntGauge::new("vigil_wal_bytes", "Bytes in WAL segments not yet compacted")?;
+        registry.register(Box::new(wal_bytes.clone()))?;
+        Ok(Self {
+            received_records: counter(
+                "vigil_received_records_total",
+                "Records durably accepted",
+                &["signal", "transport"],
+            )?,
+            received_bytes: counter(
+                "vigil_received_bytes_total",
+                "Request body bytes received, after decompression",
+                &["signal", "transport"],
+            )?,
+            rejected_records: counter(
+                "vigil_rejected_records_total",
+                "Records refused individually (partial success)",
+                &["signal", "reason"],
+            )?,
+            rejected_requests: counter(
+                "vigil_rejected_requests_total",
+                "Export requests refused as a whole",
+                &["signal", "reason"],
+            )?,
+            ingest_duration: histogram(
+                "vigil_ingest_duration_seconds",
+                "Time from request arrival to durable acknowledgement",
+                &["signal", "transport"],
+                latency_buckets.clone(),
+            )?,
+            queue_depth: gauge_vec("vigil_queue_depth", "Items waiting in a pipeline stage", &["stage"])?,
+            wal_bytes,
+            wal_fsyncs: counter("vigil_wal_fsyncs_total", "WAL fsync calls", &["signal"])?,
+            parquet_bytes: gauge_vec("vigil_parquet_bytes", "Bytes of compacted Parquet files", &["signal"])?,
+            parquet_files: gauge_vec("vigil_parquet_files", "Compacted Parquet files", &["signal"])?,
+            compactions: counter(
+                "vigil_compactions_total",
+                "WAL segments compacted into Parquet",
+                &["signal", "outcome"],
+            )?,
+            retention_deleted_files: counter(
+                "vigil_retention_deleted_files_total",
+                "Parquet files deleted by retention",
+                &["signal", "reason"],
+            )?,
+            queries: counter("vigil_queries_total", "SQL queries run", &["outcome"])?,
+            query_duration: histogram(
+                "vigil_query_duration_seconds",
+                "SQL query wall time",
+                &["outcome"],
+                latency_buckets,
+            )?,
+            registry,
+        })
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
