@@ -1,0 +1,12 @@
+//! Vigil's collector: OTLP receivers, the ingest pipeline, durable storage (WAL + Parquet),
+//! the DataFusion SQL engine and the HTTP API. `topology` wires them; `main.rs` is the CLI.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod pipeline;
+pub mod query;
+pub mod receiver;
+pub mod storage;
+pub mod topology;

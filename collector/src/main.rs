@@ -1,0 +1,183 @@
+//! The `vigil` command: run the pipeline, query it, check a config.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use vigil_collector::config::{Config, RawConfig};
+use vigil_collector::query::{self, OutputFormat, QueryEngine, QueryResult};
+use vigil_collector::storage;
+use vigil_collector::topology::Topology;
+
+#[derive(Parser)]
+#[command(name = "vigil", version, about = "Security telemetry pipeline: OTLP in, redaction, SQL, detection")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipeline (embedded defaults when no config file is given).
+    Serve {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Write the bound listener addresses as JSON to this file once serving
+        /// (useful with port 0 and for supervisors).
+        #[arg(long)]
+        addr_file: Option<PathBuf>,
+    },
+    /// Run one SQL statement against a running Vigil or directly on a data directory.
+    Query {
+        /// Base URL of a running Vigil's API.
+        #[arg(long, conflicts_with = "data_dir")]
+        url: Option<String>,
+        /// Read this data directory directly (no server needed; nothing is written).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, short, value_enum, default_value_t = CliFormat::Table)]
+        format: CliFormat,
+        sql: String,
+    },
+    /// Validate a config file; print every problem and exit non-zero if there are any.
+    CheckConfig { file: PathBuf },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CliFormat {
+    Table,
+    Json,
+    Csv,
+    Ndjson,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Serve { config, addr_file } => serve(config.as_deref(), addr_file),
+        Command::Query { url, data_dir, format, sql } => run_query(url, data_dir, format, &sql),
+        Command::CheckConfig { file } => check_config(&file),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    let raw = match path {
+        Some(p) => RawConfig::load(p)?,
+        None => RawConfig::default(),
+    };
+    Ok(raw.validate()?)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+fn serve(config_path: Option<&Path>, addr_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = load_config(config_path)?;
+    runtime()?.block_on(async move {
+        let topology = Topology::start(config).await?;
+        if let Some(path) = addr_file {
+            let json = serde_json::to_vec(&topology.addrs)?;
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, &path))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        topology.run_until(shutdown_signal()).await
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("received SIGTERM"),
+        _ = int.recv() => tracing::info!("received SIGINT"),
+    }
+}
+
+fn run_query(url: Option<String>, data_dir: Option<PathBuf>, format: CliFormat, sql: &str) -> anyhow::Result<()> {
+    let result = runtime()?.block_on(async {
+        match data_dir {
+            Some(dir) => query_data_dir(&dir, sql).await,
+            None => query_url(url.as_deref().unwrap_or("http://127.0.0.1:8080"), sql).await,
+        }
+    })?;
+    let out = match format {
+        CliFormat::Table => query::render_table(&result).into_bytes(),
+        CliFormat::Json => query::encode(&result, OutputFormat::Json)?.1,
+        CliFormat::Csv => query::encode(&result, OutputFormat::Csv)?.1,
+        CliFormat::Ndjson => query::encode(&result, OutputFormat::Ndjson)?.1,
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&out)?;
+    if !out.ends_with(b"\n") {
+        stdout.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+async fn query_data_dir(dir: &Path, sql: &str) -> anyhow::Result<QueryResult> {
+    if !dir.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    let catalog = storage::open_read_only(dir)?;
+    let engine = QueryEngine::new(catalog, Default::default())?;
+    Ok(engine.execute(sql).await?)
+}
+
+/// Asks a running Vigil for Arrow IPC, so every output format is rendered locally, the same way.
+async fn query_url(url: &str, sql: &str) -> anyhow::Result<QueryResult> {
+    let endpoint = format!("{}/api/v1/query", url.trim_end_matches('/'));
+    let started = std::time::Instant::now();
+    let resp = reqwest::Client::new()
+        .post(&endpoint)
+        .json(&serde_json::json!({ "sql": sql, "format": "arrow" }))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {endpoint}"))?;
+    let status = resp.status();
+    let body = resp.bytes().await.context("cannot read the answer")?;
+    if !status.is_success() {
+        let msg = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        bail!("query failed ({status}): {msg}");
+    }
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
+        .context("the answer is not an Arrow IPC stream")?;
+    let schema = reader.schema();
+    let batches = reader.collect::<Result<Vec<_>, _>>().context("cannot decode the answer")?;
+    Ok(QueryResult { schema, batches, elapsed: started.elapsed() })
+}
+
+fn check_config(file: &Path) -> anyhow::Result<()> {
+    RawConfig::load(file)?.validate()?;
+    println!("{}: ok", file.display());
+    Ok(())
+}

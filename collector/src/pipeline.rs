@@ -1,0 +1,158 @@
+//! The ingest path shared by every receiver: decode OTLP to Arrow once, redact, append to the
+//! WAL and wait until durable. Receivers only translate their transport to and from this.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use tokio::sync::Semaphore;
+use vigil_core::decode::{DecodeError, Decoded, decode_logs, decode_traces};
+use vigil_core::{Redactor, Signal};
+
+use crate::config::IngestConfig;
+use crate::error::IngestError;
+use crate::metrics::{Metrics, RejectReason};
+use crate::storage::{AppendError, Appender};
+
+/// Which receiver a request came through (a metrics label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Grpc,
+    Http,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::Http => "http",
+        }
+    }
+}
+
+/// Result of an accepted export: records rejected one by one are reported as partial success.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportOutcome {
+    pub rejected: u64,
+    /// Set when `rejected > 0`; describes why without echoing payload values.
+    pub error_message: Option<String>,
+}
+
+pub(crate) fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Cheap to clone; shared by all receivers.
+#[derive(Clone)]
+pub struct IngestHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    appender: Appender,
+    redactor: Redactor,
+    metrics: Metrics,
+    /// Requests between arrival and acknowledgement; bounds the memory ingest can hold.
+    in_flight: Arc<Semaphore>,
+    retry_after: Duration,
+}
+
+impl IngestHandle {
+    pub fn new(appender: Appender, redactor: Redactor, metrics: Metrics, config: &IngestConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                appender,
+                redactor,
+                metrics,
+                in_flight: Arc::new(Semaphore::new(config.max_in_flight_requests)),
+                retry_after: config.retry_after,
+            }),
+        }
+    }
+
+    /// Decodes, redacts and durably stores a logs export. Returns once the records are in the WAL.
+    pub async fn export_logs(
+        &self,
+        request: ExportLogsServiceRequest,
+        transport: Transport,
+    ) -> Result<ExportOutcome, IngestError> {
+        self.export(Signal::Logs, transport, move |now| decode_logs(&request, now)).await
+    }
+
+    /// Same as [`Self::export_logs`] for traces.
+    pub async fn export_traces(
+        &self,
+        request: ExportTraceServiceRequest,
+        transport: Transport,
+    ) -> Result<ExportOutcome, IngestError> {
+        self.export(Signal::Spans, transport, move |now| decode_traces(&request, now)).await
+    }
+
+    /// Ready to accept: storage writable and not behind.
+    pub fn is_ready(&self) -> bool {
+        self.inner.appender.is_ready()
+    }
+
+    async fn export(
+        &self,
+        signal: Signal,
+        transport: Transport,
+        decode: impl FnOnce(i64) -> Result<Decoded, DecodeError> + Send + 'static,
+    ) -> Result<ExportOutcome, IngestError> {
+        let started = Instant::now();
+        let inner = &self.inner;
+        let metrics = &inner.metrics;
+        let refuse = |reason: RejectReason, err: IngestError| {
+            metrics.rejected_requests.with_label_values(&[signal.as_str(), reason.as_str()]).inc();
+            err
+        };
+        let Ok(_permit) = inner.in_flight.clone().try_acquire_owned() else {
+            return Err(refuse(
+                RejectReason::Overloaded,
+                IngestError::overloaded("too many export requests in flight; retry later", inner.retry_after),
+            ));
+        };
+
+        // Decoding and redaction are CPU work on whole batches: keep them off the runtime.
+        let redactor = inner.redactor.clone();
+        let received_at = now_ns();
+        let (batch, rejected, error_message) = tokio::task::spawn_blocking(move || {
+            decode(received_at).map(|d| (redactor.apply(d.batch), d.rejected, d.error_message))
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "decode task failed");
+            IngestError::internal()
+        })?
+        .map_err(|e| {
+            tracing::error!(error = %e, signal = %signal, "cannot convert export to arrow");
+            IngestError::internal()
+        })?;
+
+        let rows = batch.num_rows();
+        if rows > 0 {
+            inner.appender.append(batch).await.map_err(|e| match e {
+                AppendError::Overloaded => refuse(
+                    RejectReason::Overloaded,
+                    IngestError::overloaded("storage is behind; retry later", inner.retry_after),
+                ),
+                AppendError::Unavailable(msg) => {
+                    refuse(RejectReason::Unavailable, IngestError::unavailable(msg, inner.retry_after))
+                }
+            })?;
+        }
+        let labels = [signal.as_str(), transport.as_str()];
+        metrics.received_records.with_label_values(&labels).inc_by(rows as u64);
+        if rejected > 0 {
+            metrics
+                .rejected_records
+                .with_label_values(&[signal.as_str(), RejectReason::InvalidRecord.as_str()])
+                .inc_by(rejected);
+        }
+        metrics.ingest_duration.with_label_values(&labels).observe(started.elapsed().as_secs_f64());
+        Ok(ExportOutcome { rejected, error_message })
+    }
+}

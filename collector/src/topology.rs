@@ -1,0 +1,157 @@
+//! The whole pipeline in one place: what is created, how stages connect, and the order of
+//! shutdown. Read this first.
+//!
+//! ```text
+//! OTLP/gRPC ─┐
+//! OTLP/HTTP ─┴─▶ IngestHandle: decode (Arrow) ─▶ redact ─▶ WAL writer ─▶ catalog ◀─ SQL / API
+//!                                                              └─▶ compactor ─▶ Parquet ─▶ retention
+//! ```
+//! Shutdown: stop accepting, finish in-flight requests (their appends are still served), then
+//! close storage: the WAL writer drains its queue and fsyncs, queued compactions finish.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+use vigil_core::Redactor;
+
+use crate::api;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pipeline::IngestHandle;
+use crate::query::QueryEngine;
+use crate::receiver;
+use crate::storage::Storage;
+
+/// Where the listeners actually bound (ports may have been 0 in the config).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct BoundAddrs {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub api: SocketAddr,
+}
+
+/// A running pipeline.
+pub struct Topology {
+    pub addrs: BoundAddrs,
+    pub metrics: Metrics,
+    config: Config,
+    storage: Storage,
+    stop: watch::Sender<bool>,
+    servers: JoinSet<anyhow::Result<()>>,
+}
+
+impl Topology {
+    /// Recovers storage, binds every listener and starts serving.
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let metrics = Metrics::new().context("cannot register metrics")?;
+
+        let storage = {
+            let (s, r, q, m) = (
+                config.storage.clone(),
+                config.retention.clone(),
+                config.ingest.max_in_flight_requests,
+                metrics.clone(),
+            );
+            tokio::task::spawn_blocking(move || Storage::open(&s, &r, q, m))
+                .await
+                .context("storage start-up task failed")?
+                .with_context(|| format!("cannot open data directory {}", config.storage.data_dir.display()))?
+        };
+        let ingest = IngestHandle::new(storage.appender(), Redactor::new(), metrics.clone(), &config.ingest);
+        let engine = Arc::new(QueryEngine::new(storage.catalog(), config.query.clone())?);
+
+        let grpc = bind(config.server.grpc_addr, "server.grpc_addr").await?;
+        let http = bind(config.server.http_addr, "server.http_addr").await?;
+        let api = bind(config.server.api_addr, "server.api_addr").await?;
+        let addrs = BoundAddrs { grpc: grpc.local_addr()?, http: http.local_addr()?, api: api.local_addr()? };
+
+        let (stop, stopped) = watch::channel(false);
+        let mut servers = JoinSet::new();
+        {
+            let routes = receiver::grpc_routes(ingest.clone(), &config.ingest, metrics.clone());
+            let stopped = stopped.clone();
+            servers.spawn(async move {
+                tonic::transport::Server::builder()
+                    .add_routes(routes)
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), wait_stop(stopped))
+                    .await
+                    .context("otlp/grpc server failed")
+            });
+        }
+        let http_app = receiver::http_router(ingest.clone(), &config.ingest, metrics.clone());
+        servers.spawn(serve_http(http, http_app, stopped.clone(), "otlp/http"));
+        let api_app = api::router(engine, ingest, metrics.clone());
+        servers.spawn(serve_http(api, api_app, stopped, "api"));
+
+        tracing::info!(grpc = %addrs.grpc, http = %addrs.http, api = %addrs.api, "vigil is listening");
+        Ok(Self { addrs, metrics, config, storage, stop, servers })
+    }
+
+    /// Graceful stop: no new requests, in-flight ones finish (bounded by
+    /// `server.shutdown_timeout`), then everything queued is written and synced.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        tracing::info!("shutting down: no longer accepting requests");
+        let _ = self.stop.send(true);
+        let drain = async {
+            while let Some(r) = self.servers.join_next().await {
+                match r {
+                    Ok(Err(e)) => tracing::error!(error = %e, "server stopped with an error"),
+                    Err(e) => tracing::error!(error = %e, "server task failed"),
+                    Ok(Ok(())) => {}
+                }
+            }
+        };
+        if tokio::time::timeout(self.config.server.shutdown_timeout, drain).await.is_err() {
+            tracing::warn!("in-flight requests did not finish in time; closing storage anyway");
+            self.servers.abort_all();
+        }
+        let storage = self.storage;
+        tokio::task::spawn_blocking(move || storage.close()).await.context("storage close task failed")?;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+
+    /// Runs until `shutdown` resolves or a server fails, then stops gracefully.
+    pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        tokio::select! {
+            () = shutdown => {}
+            Some(r) = self.servers.join_next() => {
+                let err = match r {
+                    Ok(Ok(())) => anyhow::anyhow!("a server stopped unexpectedly"),
+                    Ok(Err(e)) => e,
+                    Err(e) => anyhow::Error::new(e).context("a server task failed"),
+                };
+                self.shutdown().await?;
+                return Err(err);
+            }
+        }
+        self.shutdown().await
+    }
+}
+
+async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({name})"))
+}
+
+async fn wait_stop(mut stopped: watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means stop.
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
+async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    stopped: watch::Receiver<bool>,
+    name: &'static str,
+) -> anyhow::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(wait_stop(stopped))
+        .await
+        .with_context(|| format!("{name} server failed"))
+}

@@ -1,0 +1,72 @@
+//! The `vigil` command line as a user runs it. (Being an integration test of this package also
+//! makes cargo build the real `vigil` binary, which the end-to-end suite in `tests/` drives.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::path::Path;
+use std::process::Command;
+
+fn vigil() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vigil"))
+}
+
+#[test]
+fn check_config_accepts_the_shipped_config() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/vigil.toml");
+    let out = vigil().arg("check-config").arg(&shipped).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok"));
+}
+
+#[test]
+fn check_config_lists_every_problem_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "[server]\ngrpc_addr = \"0.0.0.0:4317\"\n[retention]\nmax_bytes = 0\n[query]\nmax_result_rows = 0\n",
+    )
+    .unwrap();
+    let out = vigil().arg("check-config").arg(&file).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.grpc_addr = 0.0.0.0:4317 is not a loopback address"), "{err}");
+    assert!(err.contains("retention.max_bytes must be greater than 0"), "{err}");
+    assert!(err.contains("query.max_result_rows must be greater than 0"), "{err}");
+}
+
+#[test]
+fn check_config_reports_syntax_errors_with_the_file_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.toml");
+    std::fs::write(&file, "[storage\n").unwrap();
+    let out = vigil().arg("check-config").arg(&file).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("broken.toml"));
+}
+
+#[test]
+fn query_on_an_empty_data_dir_answers_zero_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = vigil()
+        .args(["query", "--format", "json", "--data-dir"])
+        .arg(dir.path())
+        .arg("SELECT count(*) AS n FROM logs")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["rows"], serde_json::json!([[0]]));
+}
+
+#[test]
+fn query_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = vigil()
+        .args(["query", "--data-dir"])
+        .arg(dir.path())
+        .arg("CREATE TABLE x AS SELECT 1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
