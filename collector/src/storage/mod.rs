@@ -552,6 +552,8 @@ impl WalWriter {
             let writer = SegmentWriter::create(&dir, id)?;
             self.next_segment.insert(signal, id + 1);
             let committed_len = writer.bytes();
+            // The header counts too: compaction subtracts whole segment files.
+            self.shared.metrics.wal_bytes.add(i64::try_from(committed_len).unwrap_or(0));
             self.open.insert(signal, OpenSegment { writer, opened: Instant::now(), committed_len });
         }
         self.open.get_mut(&signal).ok_or_else(|| WalError::Io {
@@ -568,6 +570,8 @@ impl WalWriter {
         self.shared.wal_failed_at_ms.store(since_start.max(1), Ordering::Release);
         for (signal, seg) in std::mem::take(&mut self.open) {
             let (path, id, committed) = (seg.writer.path().to_owned(), seg.writer.id(), seg.committed_len);
+            let cut = seg.writer.bytes().saturating_sub(committed);
+            self.shared.metrics.wal_bytes.sub(i64::try_from(cut).unwrap_or(0));
             drop(seg);
             if let Err(e) = wal::truncate_segment(&path, committed) {
                 tracing::error!(error = %e, "cannot truncate wal segment after a failed write");
