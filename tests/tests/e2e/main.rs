@@ -1,0 +1,11 @@
+//! End-to-end suite: the real `vigil` binary, real OTLP clients, real files. One test binary
+//! so the workspace links it once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod api;
+mod durability;
+mod harness;
+mod otlp;
+mod sdk;
+mod storage;
