@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use vigil_core::decode::{DecodeError, Decoded, decode_logs, decode_traces};
 use vigil_core::{Redactor, Signal};
 
@@ -45,6 +45,13 @@ pub(crate) fn now_ns() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
+/// A slot in the bounded set of requests being received, decoded or waiting for the WAL.
+/// Released when dropped.
+pub struct Admission {
+    _permit: OwnedSemaphorePermit,
+    arrived: Instant,
+}
+
 /// Cheap to clone; shared by all receivers.
 #[derive(Clone)]
 pub struct IngestHandle {
@@ -73,22 +80,41 @@ impl IngestHandle {
         }
     }
 
+    /// Takes one of the bounded in-flight slots. Receivers call this when a request arrives,
+    /// before reading its body, so an overloaded Vigil refuses work without buffering it.
+    pub fn admit(&self, signal: Signal) -> Result<Admission, IngestError> {
+        let inner = &self.inner;
+        match inner.in_flight.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Admission { _permit: permit, arrived: Instant::now() }),
+            Err(_) => {
+                inner
+                    .metrics
+                    .rejected_requests
+                    .with_label_values(&[signal.as_str(), RejectReason::Overloaded.as_str()])
+                    .inc();
+                Err(IngestError::overloaded("too many export requests in flight; retry later", inner.retry_after))
+            }
+        }
+    }
+
     /// Decodes, redacts and durably stores a logs export. Returns once the records are in the WAL.
     pub async fn export_logs(
         &self,
+        admission: Admission,
         request: ExportLogsServiceRequest,
         transport: Transport,
     ) -> Result<ExportOutcome, IngestError> {
-        self.export(Signal::Logs, transport, move |now| decode_logs(&request, now)).await
+        self.export(admission, Signal::Logs, transport, move |now| decode_logs(&request, now)).await
     }
 
     /// Same as [`Self::export_logs`] for traces.
     pub async fn export_traces(
         &self,
+        admission: Admission,
         request: ExportTraceServiceRequest,
         transport: Transport,
     ) -> Result<ExportOutcome, IngestError> {
-        self.export(Signal::Spans, transport, move |now| decode_traces(&request, now)).await
+        self.export(admission, Signal::Spans, transport, move |now| decode_traces(&request, now)).await
     }
 
     /// Ready to accept: storage writable and not behind.
@@ -98,24 +124,17 @@ impl IngestHandle {
 
     async fn export(
         &self,
+        admission: Admission,
         signal: Signal,
         transport: Transport,
         decode: impl FnOnce(i64) -> Result<Decoded, DecodeError> + Send + 'static,
     ) -> Result<ExportOutcome, IngestError> {
-        let started = Instant::now();
         let inner = &self.inner;
         let metrics = &inner.metrics;
         let refuse = |reason: RejectReason, err: IngestError| {
             metrics.rejected_requests.with_label_values(&[signal.as_str(), reason.as_str()]).inc();
             err
         };
-        let Ok(_permit) = inner.in_flight.clone().try_acquire_owned() else {
-            return Err(refuse(
-                RejectReason::Overloaded,
-                IngestError::overloaded("too many export requests in flight; retry later", inner.retry_after),
-            ));
-        };
-
         // Decoding and redaction are CPU work on whole batches: keep them off the runtime.
         let redactor = inner.redactor.clone();
         let received_at = now_ns();
@@ -152,7 +171,7 @@ impl IngestHandle {
                 .with_label_values(&[signal.as_str(), RejectReason::InvalidRecord.as_str()])
                 .inc_by(rejected);
         }
-        metrics.ingest_duration.with_label_values(&labels).observe(started.elapsed().as_secs_f64());
+        metrics.ingest_duration.with_label_values(&labels).observe(admission.arrived.elapsed().as_secs_f64());
         Ok(ExportOutcome { rejected, error_message })
     }
 }

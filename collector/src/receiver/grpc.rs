@@ -71,10 +71,12 @@ impl<S: Signal> GrpcExport for S {
     type Response = S::Response;
 
     async fn handle(state: Arc<GrpcState>, message: Bytes) -> Result<S::Response, ReceiveError> {
+        // Admit before decoding: an overloaded Vigil refuses without expanding the message.
+        let admission = state.ingest.admit(S::SIGNAL).map_err(ReceiveError::Ingest)?;
         record_received_bytes(&state.metrics, S::LABEL, Transport::Grpc, &message);
         let inline = message.len() <= INLINE_DECODE_MAX_BYTES;
         let request = run_cpu_bound(inline, move || decode_protobuf::<S>(&message)).await?;
-        export::<S>(&state.ingest, request, Transport::Grpc).await
+        export::<S>(&state.ingest, admission, request, Transport::Grpc).await
     }
 }
 

@@ -123,6 +123,8 @@ async fn receive<S: Signal>(
     if declared_length(headers).is_some_and(|len| len > limit) {
         return Err(ReceiveError::PayloadTooLarge { limit });
     }
+    // Admit before reading: an overloaded Vigil refuses without buffering the body.
+    let admission = state.ingest.admit(S::SIGNAL).map_err(ReceiveError::Ingest)?;
     let raw = read_body(body, limit).await?;
     let inline = encoding == Encoding::Identity && raw.len() <= INLINE_DECODE_MAX_BYTES;
     let metrics = state.metrics.clone();
@@ -135,7 +137,7 @@ async fn receive<S: Signal>(
         }
     })
     .await?;
-    export::<S>(&state.ingest, request, Transport::Http).await
+    export::<S>(&state.ingest, admission, request, Transport::Http).await
 }
 
 /// `Content-Length`, when present and well-formed: lets an oversized upload be refused before

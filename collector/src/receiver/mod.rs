@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{ErrorKind, IngestError};
 use crate::metrics::{Metrics, RejectReason};
-use crate::pipeline::{ExportOutcome, IngestHandle, Transport};
+use crate::pipeline::{Admission, ExportOutcome, IngestHandle, Transport};
 
 pub use self::grpc::grpc_routes;
 pub use self::http::http_router;
@@ -134,8 +134,12 @@ pub(crate) trait Signal: Send + Sync + 'static {
     /// True when the request holds no records at all.
     fn is_empty(request: &Self::Request) -> bool;
 
+    /// The table the records go to.
+    const SIGNAL: vigil_core::Signal;
+
     fn export(
         ingest: &IngestHandle,
+        admission: Admission,
         request: Self::Request,
         transport: Transport,
     ) -> impl Future<Output = Result<ExportOutcome, IngestError>> + Send;
@@ -165,12 +169,15 @@ impl Signal for Logs {
             .all(|s| s.log_records.is_empty())
     }
 
+    const SIGNAL: vigil_core::Signal = vigil_core::Signal::Logs;
+
     fn export(
         ingest: &IngestHandle,
+        admission: Admission,
         request: Self::Request,
         transport: Transport,
     ) -> impl Future<Output = Result<ExportOutcome, IngestError>> + Send {
-        ingest.export_logs(request, transport)
+        ingest.export_logs(admission, request, transport)
     }
 
     fn response(outcome: ExportOutcome) -> Self::Response {
@@ -201,12 +208,15 @@ impl Signal for Traces {
             .all(|s| s.spans.is_empty())
     }
 
+    const SIGNAL: vigil_core::Signal = vigil_core::Signal::Spans;
+
     fn export(
         ingest: &IngestHandle,
+        admission: Admission,
         request: Self::Request,
         transport: Transport,
     ) -> impl Future<Output = Result<ExportOutcome, IngestError>> + Send {
-        ingest.export_traces(request, transport)
+        ingest.export_traces(admission, request, transport)
     }
 
     fn response(outcome: ExportOutcome) -> Self::Response {
@@ -287,13 +297,14 @@ where
 /// record are acknowledged without touching the pipeline.
 async fn export<S: Signal>(
     ingest: &IngestHandle,
+    admission: Admission,
     request: S::Request,
     transport: Transport,
 ) -> Result<S::Response, ReceiveError> {
     if S::is_empty(&request) {
         return Ok(S::Response::default());
     }
-    let outcome = S::export(ingest, request, transport)
+    let outcome = S::export(ingest, admission, request, transport)
         .await
         .map_err(ReceiveError::Ingest)?;
     Ok(S::response(outcome))
