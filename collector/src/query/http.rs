@@ -1,0 +1,129 @@
+//! `POST /api/v1/query`: runs one SQL statement and answers in the requested format, with the
+//! single mapping from `QueryError` to HTTP status and `{"error": ...}` body.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::Deserialize;
+
+use super::{OutputFormat, QueryEngine, QueryError, encode};
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+struct ApiState {
+    engine: Arc<QueryEngine>,
+    metrics: Metrics,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryRequest {
+    sql: String,
+    #[serde(default)]
+    format: OutputFormat,
+}
+
+/// axum router serving `POST /api/v1/query` with body `{"sql": "...", "format": "json"}`.
+///
+/// Status codes: 200 answer; 400 malformed body, invalid SQL or a refused (not read-only)
+/// statement; 413 body over axum's default 2 MiB limit; 422 result larger than the row cap;
+/// 503 query over its memory limit; 504 query over its time limit (not 408, which clients and
+/// proxies retry automatically); 500 internal error (detail logged, not returned).
+pub fn router(engine: Arc<QueryEngine>, metrics: Metrics) -> Router {
+    Router::new()
+        .route("/api/v1/query", post(query))
+        .with_state(ApiState { engine, metrics })
+}
+
+async fn query(State(api): State<ApiState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let started = Instant::now();
+    let body = match body {
+        Ok(body) => body,
+        // Too large (413) or unreadable: answered in the API's error shape, not counted as a query.
+        Err(rejection) => {
+            let message = format!("cannot read the request body: {}", rejection.body_text());
+            return (
+                rejection.status(),
+                axum::Json(serde_json::json!({ "error": message })),
+            )
+                .into_response();
+        }
+    };
+    let outcome = match serde_json::from_slice::<QueryRequest>(&body) {
+        Err(e) => Err(QueryError::Invalid(format!("malformed request body: {e}"))),
+        Ok(request) => run(&api.engine, request).await,
+    };
+    let label = match &outcome {
+        Ok(_) => "ok",
+        Err(e) => e.outcome(),
+    };
+    let elapsed = started.elapsed();
+    api.metrics.queries.with_label_values(&[label]).inc();
+    api.metrics
+        .query_duration
+        .with_label_values(&[label])
+        .observe(elapsed.as_secs_f64());
+    match outcome {
+        Ok((content_type, body)) => {
+            tracing::info!(
+                outcome = label,
+                elapsed_ms = elapsed.as_millis() as u64,
+                bytes = body.len(),
+                "query answered"
+            );
+            ([(header::CONTENT_TYPE, content_type)], Body::from(body)).into_response()
+        }
+        Err(error) => error_response(&error),
+    }
+}
+
+async fn run(
+    engine: &QueryEngine,
+    request: QueryRequest,
+) -> Result<(&'static str, Vec<u8>), QueryError> {
+    tracing::debug!(sql = %request.sql, format = ?request.format, "query received");
+    let result = engine.execute(&request.sql).await?;
+    // Encoding a large answer is CPU work: keep it off the async workers.
+    let format = request.format;
+    tokio::task::spawn_blocking(move || encode(&result, format))
+        .await
+        .map_err(|e| QueryError::Internal(format!("encoding task failed: {e}")))?
+}
+
+fn status(error: &QueryError) -> StatusCode {
+    match error {
+        QueryError::Invalid(_) | QueryError::Refused(_) => StatusCode::BAD_REQUEST,
+        QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        QueryError::TooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        QueryError::ResourcesExhausted(_) => StatusCode::SERVICE_UNAVAILABLE,
+        QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn error_response(error: &QueryError) -> Response {
+    let status = status(error);
+    let message = match error {
+        QueryError::Internal(detail) => {
+            tracing::error!(error = %detail, "query failed");
+            "internal error".to_string()
+        }
+        other => {
+            // The message may quote the SQL's literals: keep it out of info-level logs.
+            tracing::info!(
+                outcome = other.outcome(),
+                status = status.as_u16(),
+                "query rejected"
+            );
+            tracing::debug!(error = %other, "query rejection detail");
+            other.to_string()
+        }
+    };
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}

@@ -1,0 +1,227 @@
+//! SQL over Vigil's storage: a DataFusion engine with the `logs` and `spans` tables, run
+//! read-only under per-query time, memory and row limits, plus the query API's wire formats.
+
+mod format;
+mod guard;
+mod http;
+mod provider;
+
+#[cfg(test)]
+mod tests;
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::{SessionConfig, SessionContext, SessionState};
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use futures::StreamExt;
+use vigil_core::Signal;
+
+use crate::config::QueryConfig;
+use crate::storage::catalog::Catalog;
+
+pub use format::{encode, render_table};
+pub use http::router;
+pub use provider::SignalTable;
+
+/// Partitions a query runs with: the collector shares two cores with ingest.
+const TARGET_PARTITIONS: usize = 2;
+
+/// Runs analysts' SQL against the catalog. Cheap to share in an `Arc`; each query gets its own
+/// session state and memory pool, so one query cannot starve or break another.
+#[derive(Debug)]
+pub struct QueryEngine {
+    /// Tables, functions and settings every query starts from.
+    base: SessionState,
+    config: QueryConfig,
+}
+
+/// A complete answer.
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    /// Planning plus execution time.
+    pub elapsed: Duration,
+}
+
+impl QueryResult {
+    pub fn row_count(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// Why a query produced no answer. Messages of every variant but `Internal` are meant for the
+/// analyst; `Internal` details are logged, not returned.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// Bad SQL, an unknown table or column, a type error, a failing cast.
+    #[error("invalid query: {0}")]
+    Invalid(String),
+    /// A statement that is not a read-only query (DDL, DML, COPY, SET, file access).
+    #[error("query refused: {0}")]
+    Refused(String),
+    #[error("query cancelled after the time limit of {}", humantime_like(*.0))]
+    Timeout(Duration),
+    #[error("the result has more than {limit} rows: add LIMIT or narrow the query")]
+    TooLarge { limit: usize },
+    /// The query needed more memory than its limit (joins, sorts, aggregations).
+    #[error("query exceeded its memory limit: {0}")]
+    ResourcesExhausted(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl QueryError {
+    /// The `outcome` label of `vigil_queries_total` and `vigil_query_duration_seconds`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            QueryError::Invalid(_) => "invalid",
+            QueryError::Refused(_) => "refused",
+            QueryError::Timeout(_) => "timeout",
+            QueryError::TooLarge { .. } => "too_large",
+            QueryError::ResourcesExhausted(_) | QueryError::Internal(_) => "error",
+        }
+    }
+}
+
+fn humantime_like(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// Format of an answer on the wire.
+#[derive(Clone, Copy, Debug, Default, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    #[default]
+    Json,
+    Csv,
+    Ndjson,
+    Arrow,
+}
+
+impl QueryEngine {
+    pub fn new(catalog: Arc<Catalog>, config: QueryConfig) -> Result<Self, QueryError> {
+        let mut session = SessionConfig::new()
+            .with_target_partitions(TARGET_PARTITIONS)
+            .with_information_schema(true);
+        session.options_mut().execution.time_zone = Some("UTC".to_string());
+        // Spilling is off: a query over its memory limit fails instead of filling the disk the
+        // WAL and Parquet files live on.
+        let runtime = RuntimeEnvBuilder::new()
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
+            .build_arc()
+            .map_err(|e| QueryError::Internal(format!("cannot build the query runtime: {e}")))?;
+        let ctx = SessionContext::new_with_config_rt(session, runtime);
+        for signal in Signal::ALL {
+            ctx.register_table(
+                signal.as_str(),
+                Arc::new(SignalTable::new(signal, Arc::clone(&catalog))),
+            )
+            .map_err(|e| QueryError::Internal(format!("cannot register table {signal}: {e}")))?;
+        }
+        Ok(Self {
+            base: ctx.state(),
+            config,
+        })
+    }
+
+    /// Runs one read-only statement under the configured timeout, memory limit and row cap.
+    /// Dropping the returned future cancels the query.
+    pub async fn execute(&self, sql: &str) -> Result<QueryResult, QueryError> {
+        let started = Instant::now();
+        match tokio::time::timeout(self.config.timeout, self.run(sql, started)).await {
+            Ok(result) => result,
+            Err(_) => Err(QueryError::Timeout(self.config.timeout)),
+        }
+    }
+
+    async fn run(&self, sql: &str, started: Instant) -> Result<QueryResult, QueryError> {
+        let ctx = self.session()?;
+        let state = ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let statement = state.sql_to_statement(sql, &dialect).map_err(classify)?;
+        guard::check_statement(&statement).map_err(QueryError::Refused)?;
+        let plan = state.statement_to_plan(statement).await.map_err(classify)?;
+        guard::check_plan(&plan).map_err(QueryError::Refused)?;
+
+        let frame = ctx.execute_logical_plan(plan).await.map_err(classify)?;
+        let mut stream = frame.execute_stream().await.map_err(classify)?;
+        let schema = stream.schema();
+        let limit = self.config.max_result_rows;
+        let mut rows = 0usize;
+        let mut batches = Vec::new();
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(classify)?;
+            rows = rows.saturating_add(batch.num_rows());
+            if rows > limit {
+                // Dropping the stream stops the scan.
+                return Err(QueryError::TooLarge { limit });
+            }
+            if batch.num_rows() > 0 {
+                batches.push(batch);
+            }
+        }
+        Ok(QueryResult {
+            schema,
+            batches,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// A session for one query: the shared tables and caches with a memory pool of its own.
+    fn session(&self) -> Result<SessionContext, QueryError> {
+        let top_consumers = NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN);
+        let pool = TrackConsumersPool::new(
+            GreedyMemoryPool::new(self.config.memory_limit_bytes),
+            top_consumers,
+        );
+        let runtime: Arc<RuntimeEnv> = RuntimeEnvBuilder::from_runtime_env(self.base.runtime_env())
+            .with_memory_pool(Arc::new(pool))
+            .build_arc()
+            .map_err(|e| QueryError::Internal(format!("cannot build the query runtime: {e}")))?;
+        let state = SessionStateBuilder::new_from_existing(self.base.clone())
+            .with_runtime_env(runtime)
+            .build();
+        Ok(SessionContext::new_with_state(state))
+    }
+}
+
+/// Sorts DataFusion's errors into what the analyst did wrong and what went wrong inside.
+fn classify(error: DataFusionError) -> QueryError {
+    let message = || error.strip_backtrace();
+    match error.find_root() {
+        DataFusionError::ResourcesExhausted(_) => QueryError::ResourcesExhausted(message()),
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_)
+        | DataFusionError::Configuration(_)
+        | DataFusionError::Execution(_) => QueryError::Invalid(message()),
+        DataFusionError::ArrowError(arrow, _) => match arrow.as_ref() {
+            ArrowError::CastError(_)
+            | ArrowError::ParseError(_)
+            | ArrowError::DivideByZero
+            | ArrowError::ArithmeticOverflow(_)
+            | ArrowError::InvalidArgumentError(_)
+            | ArrowError::ComputeError(_)
+            | ArrowError::SchemaError(_) => QueryError::Invalid(message()),
+            _ => QueryError::Internal(message()),
+        },
+        _ => QueryError::Internal(message()),
+    }
+}
