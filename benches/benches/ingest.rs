@@ -9,15 +9,20 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use vigil_benches::corpus::{CorpusConfig, logs_requests, trace_requests};
 use vigil_collector::storage::parquet::{ParquetOptions, write_segment};
 use vigil_collector::storage::wal::{SegmentWriter, encode_payload};
-use vigil_core::decode::{decode_logs, decode_traces};
 use vigil_core::Signal;
+use vigil_core::decode::{decode_logs, decode_traces};
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn corpus() -> CorpusConfig {
-    CorpusConfig { requests: 16, ..CorpusConfig::default() }
+    CorpusConfig {
+        requests: 16,
+        ..CorpusConfig::default()
+    }
 }
 
 fn decode(c: &mut Criterion) {
@@ -44,8 +49,10 @@ fn decode(c: &mut Criterion) {
 
 fn wal(c: &mut Criterion) {
     let cfg = corpus();
-    let batches: Vec<_> =
-        logs_requests(&cfg, now_ns()).iter().map(|r| decode_logs(r, 1).unwrap().batch.into_records()).collect();
+    let batches: Vec<_> = logs_requests(&cfg, now_ns())
+        .iter()
+        .map(|r| decode_logs(r, 1).unwrap().batch.into_records())
+        .collect();
     let schema = Signal::Logs.schema();
     let dir = tempfile::tempdir().unwrap();
     let mut writer = SegmentWriter::create(dir.path(), 1).unwrap();
@@ -65,7 +72,9 @@ fn wal(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 8) % batches.len();
             let group = &batches[i..(i + 8).min(batches.len())];
-            writer.append(&encode_payload(&schema, group).unwrap()).unwrap();
+            writer
+                .append(&encode_payload(&schema, group).unwrap())
+                .unwrap();
             writer.sync().unwrap();
         })
     });
@@ -73,11 +82,19 @@ fn wal(c: &mut Criterion) {
 }
 
 fn compaction(c: &mut Criterion) {
-    let cfg = CorpusConfig { requests: 64, ..CorpusConfig::default() };
-    let batches: Vec<_> =
-        logs_requests(&cfg, now_ns()).iter().map(|r| decode_logs(r, 1).unwrap().batch.into_records()).collect();
+    let cfg = CorpusConfig {
+        requests: 64,
+        ..CorpusConfig::default()
+    };
+    let batches: Vec<_> = logs_requests(&cfg, now_ns())
+        .iter()
+        .map(|r| decode_logs(r, 1).unwrap().batch.into_records())
+        .collect();
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let options = ParquetOptions { row_group_rows: 128 * 1024, zstd_level: 3 };
+    let options = ParquetOptions {
+        row_group_rows: 128 * 1024,
+        zstd_level: 3,
+    };
     let mut g = c.benchmark_group("compaction");
     g.sample_size(10);
     g.throughput(Throughput::Elements(rows as u64));

@@ -20,7 +20,10 @@ struct ApiState {
 }
 
 pub fn router(engine: Arc<QueryEngine>, ingest: IngestHandle, metrics: Metrics) -> Router {
-    let state = ApiState { ingest, metrics: metrics.clone() };
+    let state = ApiState {
+        ingest,
+        metrics: metrics.clone(),
+    };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -44,5 +47,8 @@ async fn readyz(State(s): State<ApiState>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(s): State<ApiState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
 }

@@ -206,12 +206,17 @@ pub enum ConfigError {
 impl RawConfig {
     /// Step one: parse TOML.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
     }
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
@@ -246,12 +251,24 @@ impl RawConfig {
         }
         let positive = [
             ("ingest.max_body_bytes", self.ingest.max_body_bytes as u64),
-            ("ingest.max_in_flight_requests", self.ingest.max_in_flight_requests as u64),
+            (
+                "ingest.max_in_flight_requests",
+                self.ingest.max_in_flight_requests as u64,
+            ),
             ("storage.segment_max_bytes", self.storage.segment_max_bytes),
-            ("storage.max_pending_segments", self.storage.max_pending_segments as u64),
-            ("storage.parquet_row_group_rows", self.storage.parquet_row_group_rows as u64),
+            (
+                "storage.max_pending_segments",
+                self.storage.max_pending_segments as u64,
+            ),
+            (
+                "storage.parquet_row_group_rows",
+                self.storage.parquet_row_group_rows as u64,
+            ),
             ("retention.max_bytes", self.retention.max_bytes),
-            ("query.memory_limit_bytes", self.query.memory_limit_bytes as u64),
+            (
+                "query.memory_limit_bytes",
+                self.query.memory_limit_bytes as u64,
+            ),
             ("query.max_result_rows", self.query.max_result_rows as u64),
         ];
         for (name, v) in positive {
@@ -280,7 +297,11 @@ impl RawConfig {
         if self.storage.data_dir.as_os_str().is_empty() {
             problems.push("storage.data_dir must not be empty".into());
         }
-        if problems.is_empty() { Ok(Config(self)) } else { Err(ConfigError::Invalid(problems)) }
+        if problems.is_empty() {
+            Ok(Config(self))
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
     }
 }
 
@@ -317,8 +338,12 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_refused() {
-        let err = RawConfig::parse("[storage]\ndata_dri = \"x\"\n", Path::new("t.toml")).unwrap_err();
-        assert!(err.to_string().contains("unknown field `data_dri`"), "{err}");
+        let err =
+            RawConfig::parse("[storage]\ndata_dri = \"x\"\n", Path::new("t.toml")).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `data_dri`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -336,7 +361,10 @@ mod tests {
             [query]
             timeout = "0s"
         "#;
-        let err = RawConfig::parse(text, Path::new("t.toml")).unwrap().validate().unwrap_err();
+        let err = RawConfig::parse(text, Path::new("t.toml"))
+            .unwrap()
+            .validate()
+            .unwrap_err();
         let msg = err.to_string();
         for needle in [
             "version = 2",

@@ -26,15 +26,27 @@ pub struct IngestError {
 
 impl IngestError {
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::InvalidInput, message: message.into() }
+        Self {
+            kind: ErrorKind::InvalidInput,
+            message: message.into(),
+        }
     }
     pub fn overloaded(message: impl Into<String>, retry_after: Duration) -> Self {
-        Self { kind: ErrorKind::Overloaded { retry_after }, message: message.into() }
+        Self {
+            kind: ErrorKind::Overloaded { retry_after },
+            message: message.into(),
+        }
     }
     pub fn unavailable(message: impl Into<String>, retry_after: Duration) -> Self {
-        Self { kind: ErrorKind::Unavailable { retry_after }, message: message.into() }
+        Self {
+            kind: ErrorKind::Unavailable { retry_after },
+            message: message.into(),
+        }
     }
     pub fn internal() -> Self {
-        Self { kind: ErrorKind::Internal, message: "internal error".into() }
+        Self {
+            kind: ErrorKind::Internal,
+            message: "internal error".into(),
+        }
     }
 }

@@ -12,7 +12,11 @@ use vigil_collector::storage;
 use vigil_collector::topology::Topology;
 
 #[derive(Parser)]
-#[command(name = "vigil", version, about = "Security telemetry pipeline: OTLP in, redaction, SQL, detection")]
+#[command(
+    name = "vigil",
+    version,
+    about = "Security telemetry pipeline: OTLP in, redaction, SQL, detection"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -58,7 +62,12 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Serve { config, addr_file } => serve(config.as_deref(), addr_file),
-        Command::Query { url, data_dir, format, sql } => run_query(url, data_dir, format, &sql),
+        Command::Query {
+            url,
+            data_dir,
+            format,
+            sql,
+        } => run_query(url, data_dir, format, &sql),
         Command::CheckConfig { file } => check_config(&file),
     };
     match result {
@@ -90,7 +99,10 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 fn serve(config_path: Option<&Path>, addr_file: Option<PathBuf>) -> anyhow::Result<()> {
@@ -100,7 +112,8 @@ fn serve(config_path: Option<&Path>, addr_file: Option<PathBuf>) -> anyhow::Resu
         if let Some(path) = addr_file {
             let json = serde_json::to_vec(&topology.addrs)?;
             let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, &path))
+            std::fs::write(&tmp, json)
+                .and_then(|()| std::fs::rename(&tmp, &path))
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
         topology.run_until(shutdown_signal()).await
@@ -110,7 +123,10 @@ fn serve(config_path: Option<&Path>, addr_file: Option<PathBuf>) -> anyhow::Resu
 /// Resolves on SIGTERM or SIGINT.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };
@@ -120,7 +136,12 @@ async fn shutdown_signal() {
     }
 }
 
-fn run_query(url: Option<String>, data_dir: Option<PathBuf>, format: CliFormat, sql: &str) -> anyhow::Result<()> {
+fn run_query(
+    url: Option<String>,
+    data_dir: Option<PathBuf>,
+    format: CliFormat,
+    sql: &str,
+) -> anyhow::Result<()> {
     let result = runtime()?.block_on(async {
         match data_dir {
             Some(dir) => query_data_dir(&dir, sql).await,
@@ -172,8 +193,14 @@ async fn query_url(url: &str, sql: &str) -> anyhow::Result<QueryResult> {
     let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
         .context("the answer is not an Arrow IPC stream")?;
     let schema = reader.schema();
-    let batches = reader.collect::<Result<Vec<_>, _>>().context("cannot decode the answer")?;
-    Ok(QueryResult { schema, batches, elapsed: started.elapsed() })
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .context("cannot decode the answer")?;
+    Ok(QueryResult {
+        schema,
+        batches,
+        elapsed: started.elapsed(),
+    })
 }
 
 fn check_config(file: &Path) -> anyhow::Result<()> {

@@ -59,17 +59,23 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        };
-        let gauge_vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
-            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(g.clone()))?;
-            Ok(g)
-        };
-        let histogram = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| -> Result<HistogramVec, prometheus::Error> {
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let gauge_vec =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+                let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(g.clone()))?;
+                Ok(g)
+            };
+        let histogram = |name: &str,
+                         help: &str,
+                         labels: &[&str],
+                         buckets: Vec<f64>|
+         -> Result<HistogramVec, prometheus::Error> {
             let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)?;
             registry.register(Box::new(h.clone()))?;
             Ok(h)
@@ -77,7 +83,8 @@ impl Metrics {
         let latency_buckets = vec![
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
         ];
-        let wal_bytes = IntGauge::new("vigil_wal_bytes", "Bytes in WAL segments not yet compacted")?;
+        let wal_bytes =
+            IntGauge::new("vigil_wal_bytes", "Bytes in WAL segments not yet compacted")?;
         registry.register(Box::new(wal_bytes.clone()))?;
         Ok(Self {
             received_records: counter(
@@ -106,11 +113,23 @@ impl Metrics {
                 &["signal", "transport"],
                 latency_buckets.clone(),
             )?,
-            queue_depth: gauge_vec("vigil_queue_depth", "Items waiting in a pipeline stage", &["stage"])?,
+            queue_depth: gauge_vec(
+                "vigil_queue_depth",
+                "Items waiting in a pipeline stage",
+                &["stage"],
+            )?,
             wal_bytes,
             wal_fsyncs: counter("vigil_wal_fsyncs_total", "WAL fsync calls", &["signal"])?,
-            parquet_bytes: gauge_vec("vigil_parquet_bytes", "Bytes of compacted Parquet files", &["signal"])?,
-            parquet_files: gauge_vec("vigil_parquet_files", "Compacted Parquet files", &["signal"])?,
+            parquet_bytes: gauge_vec(
+                "vigil_parquet_bytes",
+                "Bytes of compacted Parquet files",
+                &["signal"],
+            )?,
+            parquet_files: gauge_vec(
+                "vigil_parquet_files",
+                "Compacted Parquet files",
+                &["signal"],
+            )?,
             compactions: counter(
                 "vigil_compactions_total",
                 "WAL segments compacted into Parquet",

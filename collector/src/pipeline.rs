@@ -68,7 +68,12 @@ struct Inner {
 }
 
 impl IngestHandle {
-    pub fn new(appender: Appender, redactor: Redactor, metrics: Metrics, config: &IngestConfig) -> Self {
+    pub fn new(
+        appender: Appender,
+        redactor: Redactor,
+        metrics: Metrics,
+        config: &IngestConfig,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 appender,
@@ -85,14 +90,20 @@ impl IngestHandle {
     pub fn admit(&self, signal: Signal) -> Result<Admission, IngestError> {
         let inner = &self.inner;
         match inner.in_flight.clone().try_acquire_owned() {
-            Ok(permit) => Ok(Admission { _permit: permit, arrived: Instant::now() }),
+            Ok(permit) => Ok(Admission {
+                _permit: permit,
+                arrived: Instant::now(),
+            }),
             Err(_) => {
                 inner
                     .metrics
                     .rejected_requests
                     .with_label_values(&[signal.as_str(), RejectReason::Overloaded.as_str()])
                     .inc();
-                Err(IngestError::overloaded("too many export requests in flight; retry later", inner.retry_after))
+                Err(IngestError::overloaded(
+                    "too many export requests in flight; retry later",
+                    inner.retry_after,
+                ))
             }
         }
     }
@@ -104,7 +115,10 @@ impl IngestHandle {
         request: ExportLogsServiceRequest,
         transport: Transport,
     ) -> Result<ExportOutcome, IngestError> {
-        self.export(admission, Signal::Logs, transport, move |now| decode_logs(&request, now)).await
+        self.export(admission, Signal::Logs, transport, move |now| {
+            decode_logs(&request, now)
+        })
+        .await
     }
 
     /// Same as [`Self::export_logs`] for traces.
@@ -114,7 +128,10 @@ impl IngestHandle {
         request: ExportTraceServiceRequest,
         transport: Transport,
     ) -> Result<ExportOutcome, IngestError> {
-        self.export(admission, Signal::Spans, transport, move |now| decode_traces(&request, now)).await
+        self.export(admission, Signal::Spans, transport, move |now| {
+            decode_traces(&request, now)
+        })
+        .await
     }
 
     /// Ready to accept: storage writable and not behind.
@@ -132,7 +149,10 @@ impl IngestHandle {
         let inner = &self.inner;
         let metrics = &inner.metrics;
         let refuse = |reason: RejectReason, err: IngestError| {
-            metrics.rejected_requests.with_label_values(&[signal.as_str(), reason.as_str()]).inc();
+            metrics
+                .rejected_requests
+                .with_label_values(&[signal.as_str(), reason.as_str()])
+                .inc();
             err
         };
         // Decoding and redaction are CPU work on whole batches: keep them off the runtime.
@@ -158,20 +178,30 @@ impl IngestHandle {
                     RejectReason::Overloaded,
                     IngestError::overloaded("storage is behind; retry later", inner.retry_after),
                 ),
-                AppendError::Unavailable(msg) => {
-                    refuse(RejectReason::Unavailable, IngestError::unavailable(msg, inner.retry_after))
-                }
+                AppendError::Unavailable(msg) => refuse(
+                    RejectReason::Unavailable,
+                    IngestError::unavailable(msg, inner.retry_after),
+                ),
             })?;
         }
         let labels = [signal.as_str(), transport.as_str()];
-        metrics.received_records.with_label_values(&labels).inc_by(rows as u64);
+        metrics
+            .received_records
+            .with_label_values(&labels)
+            .inc_by(rows as u64);
         if rejected > 0 {
             metrics
                 .rejected_records
                 .with_label_values(&[signal.as_str(), RejectReason::InvalidRecord.as_str()])
                 .inc_by(rejected);
         }
-        metrics.ingest_duration.with_label_values(&labels).observe(admission.arrived.elapsed().as_secs_f64());
-        Ok(ExportOutcome { rejected, error_message })
+        metrics
+            .ingest_duration
+            .with_label_values(&labels)
+            .observe(admission.arrived.elapsed().as_secs_f64());
+        Ok(ExportOutcome {
+            rejected,
+            error_message,
+        })
     }
 }

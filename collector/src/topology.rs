@@ -61,15 +61,29 @@ impl Topology {
             tokio::task::spawn_blocking(move || Storage::open(&s, &r, q, m))
                 .await
                 .context("storage start-up task failed")?
-                .with_context(|| format!("cannot open data directory {}", config.storage.data_dir.display()))?
+                .with_context(|| {
+                    format!(
+                        "cannot open data directory {}",
+                        config.storage.data_dir.display()
+                    )
+                })?
         };
-        let ingest = IngestHandle::new(storage.appender(), Redactor::new(), metrics.clone(), &config.ingest);
+        let ingest = IngestHandle::new(
+            storage.appender(),
+            Redactor::new(),
+            metrics.clone(),
+            &config.ingest,
+        );
         let engine = Arc::new(QueryEngine::new(storage.catalog(), config.query.clone())?);
 
         let grpc = bind(config.server.grpc_addr, "server.grpc_addr").await?;
         let http = bind(config.server.http_addr, "server.http_addr").await?;
         let api = bind(config.server.api_addr, "server.api_addr").await?;
-        let addrs = BoundAddrs { grpc: grpc.local_addr()?, http: http.local_addr()?, api: api.local_addr()? };
+        let addrs = BoundAddrs {
+            grpc: grpc.local_addr()?,
+            http: http.local_addr()?,
+            api: api.local_addr()?,
+        };
 
         let (stop, stopped) = watch::channel(false);
         let mut servers = JoinSet::new();
@@ -90,7 +104,14 @@ impl Topology {
         servers.spawn(serve_http(api, api_app, stopped, "api"));
 
         tracing::info!(grpc = %addrs.grpc, http = %addrs.http, api = %addrs.api, "vigil is listening");
-        Ok(Self { addrs, metrics, config, storage, stop, servers })
+        Ok(Self {
+            addrs,
+            metrics,
+            config,
+            storage,
+            stop,
+            servers,
+        })
     }
 
     /// Graceful stop: no new requests, in-flight ones finish (bounded by
@@ -107,12 +128,17 @@ impl Topology {
                 }
             }
         };
-        if tokio::time::timeout(self.config.server.shutdown_timeout, drain).await.is_err() {
+        if tokio::time::timeout(self.config.server.shutdown_timeout, drain)
+            .await
+            .is_err()
+        {
             tracing::warn!("in-flight requests did not finish in time; closing storage anyway");
             self.servers.abort_all();
         }
         let storage = self.storage;
-        tokio::task::spawn_blocking(move || storage.close()).await.context("storage close task failed")?;
+        tokio::task::spawn_blocking(move || storage.close())
+            .await
+            .context("storage close task failed")?;
         tracing::info!("shutdown complete");
         Ok(())
     }
@@ -136,7 +162,9 @@ impl Topology {
 }
 
 async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({name})"))
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({name})"))
 }
 
 async fn wait_stop(mut stopped: watch::Receiver<bool>) {

@@ -14,7 +14,11 @@ fn vigil() -> Command {
 fn check_config_accepts_the_shipped_config() {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/vigil.toml");
     let out = vigil().arg("check-config").arg(&shipped).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains(": ok"));
 }
 
@@ -30,9 +34,18 @@ fn check_config_lists_every_problem_and_fails() {
     let out = vigil().arg("check-config").arg(&file).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("server.grpc_addr = 0.0.0.0:4317 is not a loopback address"), "{err}");
-    assert!(err.contains("retention.max_bytes must be greater than 0"), "{err}");
-    assert!(err.contains("query.max_result_rows must be greater than 0"), "{err}");
+    assert!(
+        err.contains("server.grpc_addr = 0.0.0.0:4317 is not a loopback address"),
+        "{err}"
+    );
+    assert!(
+        err.contains("retention.max_bytes must be greater than 0"),
+        "{err}"
+    );
+    assert!(
+        err.contains("query.max_result_rows must be greater than 0"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -54,7 +67,11 @@ fn query_on_an_empty_data_dir_answers_zero_rows() {
         .arg("SELECT count(*) AS n FROM logs")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["rows"], serde_json::json!([[0]]));
 }

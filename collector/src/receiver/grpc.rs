@@ -72,7 +72,10 @@ impl<S: Signal> GrpcExport for S {
 
     async fn handle(state: Arc<GrpcState>, message: Bytes) -> Result<S::Response, ReceiveError> {
         // Admit before decoding: an overloaded Vigil refuses without expanding the message.
-        let admission = state.ingest.admit(S::SIGNAL).map_err(ReceiveError::Ingest)?;
+        let admission = state
+            .ingest
+            .admit(S::SIGNAL)
+            .map_err(ReceiveError::Ingest)?;
         record_received_bytes(&state.metrics, S::LABEL, Transport::Grpc, &message);
         let inline = message.len() <= INLINE_DECODE_MAX_BYTES;
         let request = run_cpu_bound(inline, move || decode_protobuf::<S>(&message)).await?;

@@ -124,7 +124,10 @@ async fn receive<S: Signal>(
         return Err(ReceiveError::PayloadTooLarge { limit });
     }
     // Admit before reading: an overloaded Vigil refuses without buffering the body.
-    let admission = state.ingest.admit(S::SIGNAL).map_err(ReceiveError::Ingest)?;
+    let admission = state
+        .ingest
+        .admit(S::SIGNAL)
+        .map_err(ReceiveError::Ingest)?;
     let raw = read_body(body, limit).await?;
     let inline = encoding == Encoding::Identity && raw.len() <= INLINE_DECODE_MAX_BYTES;
     let metrics = state.metrics.clone();

@@ -138,7 +138,9 @@ impl Appender {
             return Err(AppendError::Unavailable("vigil is shutting down".into()));
         }
         if s.wal_failing() {
-            return Err(AppendError::Unavailable("the write-ahead log cannot be written".into()));
+            return Err(AppendError::Unavailable(
+                "the write-ahead log cannot be written".into(),
+            ));
         }
         if s.pending_segments.load(Ordering::Acquire) >= s.max_pending_segments {
             return Err(AppendError::Overloaded);
@@ -185,7 +187,9 @@ impl Storage {
         queue_capacity: usize,
         metrics: Metrics,
     ) -> Result<Self, StorageError> {
-        let layout = Layout { root: config.data_dir.clone() };
+        let layout = Layout {
+            root: config.data_dir.clone(),
+        };
         for signal in Signal::ALL {
             create_dir(&layout.wal_dir(signal))?;
         }
@@ -198,7 +202,9 @@ impl Storage {
             recovered.insert(signal, recover(&layout, signal, &catalog, Mode::ReadWrite)?);
         }
         let wal_bytes: u64 = recovered.values().map(|r| r.wal_bytes).sum();
-        metrics.wal_bytes.set(i64::try_from(wal_bytes).unwrap_or(i64::MAX));
+        metrics
+            .wal_bytes
+            .set(i64::try_from(wal_bytes).unwrap_or(i64::MAX));
         let pending: usize = recovered.values().map(|r| r.segments.len()).sum();
 
         let shared = Arc::new(Shared {
@@ -218,7 +224,11 @@ impl Storage {
         };
         let (compact_tx, compact_rx) = crossbeam_channel::unbounded();
         for signal in Signal::ALL {
-            for seg in recovered.get(&signal).map(|r| r.segments.clone()).unwrap_or_default() {
+            for seg in recovered
+                .get(&signal)
+                .map(|r| r.segments.clone())
+                .unwrap_or_default()
+            {
                 // The receiver is alive: it is in scope right here.
                 let _ = compact_tx.send((signal, seg));
             }
@@ -226,7 +236,10 @@ impl Storage {
         let compactor = Compactor {
             shared: shared.clone(),
             parquet_root: layout.parquet_root(),
-            wal_dirs: Signal::ALL.map(|s| (s, layout.wal_dir(s))).into_iter().collect(),
+            wal_dirs: Signal::ALL
+                .map(|s| (s, layout.wal_dir(s)))
+                .into_iter()
+                .collect(),
             options: parquet_options,
         };
         let mut threads = vec![spawn("vigil-compactor", move || compactor.run(compact_rx))?];
@@ -234,7 +247,10 @@ impl Storage {
         let (append_tx, append_rx) = crossbeam_channel::bounded(queue_capacity.max(1));
         let writer = WalWriter {
             shared: shared.clone(),
-            dirs: Signal::ALL.map(|s| (s, layout.wal_dir(s))).into_iter().collect(),
+            dirs: Signal::ALL
+                .map(|s| (s, layout.wal_dir(s)))
+                .into_iter()
+                .collect(),
             next_segment: Signal::ALL
                 .map(|s| (s, recovered.get(&s).map_or(1, |r| r.next_segment)))
                 .into_iter()
@@ -257,7 +273,13 @@ impl Storage {
         };
         threads.push(spawn("vigil-retention", move || retention.run(stop_rx))?);
 
-        Ok(Self { shared, appends: append_tx, stop_retention: stop_tx, threads, _lock: lock })
+        Ok(Self {
+            shared,
+            appends: append_tx,
+            stop_retention: stop_tx,
+            threads,
+            _lock: lock,
+        })
     }
 
     pub fn catalog(&self) -> Arc<Catalog> {
@@ -265,14 +287,22 @@ impl Storage {
     }
 
     pub fn appender(&self) -> Appender {
-        Appender { shared: self.shared.clone(), appends: self.appends.clone() }
+        Appender {
+            shared: self.shared.clone(),
+            appends: self.appends.clone(),
+        }
     }
 
     /// Stops taking appends, writes and syncs everything already queued, finishes queued
     /// compactions and stops the threads. Appenders still alive get `Unavailable` afterwards.
     pub fn close(self) {
         self.shared.closing.store(true, Ordering::Release);
-        let Storage { appends, stop_retention, threads, .. } = self;
+        let Storage {
+            appends,
+            stop_retention,
+            threads,
+            ..
+        } = self;
         drop(appends);
         let _ = stop_retention.send(());
         for t in threads {
@@ -286,7 +316,9 @@ impl Storage {
 /// Loads a data directory for reading only (`vigil query --data-dir`): nothing is written,
 /// truncated or deleted, and no lock is taken.
 pub fn open_read_only(data_dir: &Path) -> Result<Arc<Catalog>, StorageError> {
-    let layout = Layout { root: data_dir.to_owned() };
+    let layout = Layout {
+        root: data_dir.to_owned(),
+    };
     let catalog = Arc::new(Catalog::new());
     for signal in Signal::ALL {
         recover(&layout, signal, &catalog, Mode::ReadOnly)?;
@@ -295,8 +327,10 @@ pub fn open_read_only(data_dir: &Path) -> Result<Arc<Catalog>, StorageError> {
 }
 
 fn create_dir(path: &Path) -> Result<(), StorageError> {
-    std::fs::create_dir_all(path)
-        .map_err(|source| StorageError::CreateDir { path: path.to_owned(), source })
+    std::fs::create_dir_all(path).map_err(|source| StorageError::CreateDir {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn lock_data_dir(root: &Path) -> Result<File, StorageError> {
@@ -306,7 +340,10 @@ fn lock_data_dir(root: &Path) -> Result<File, StorageError> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|source| StorageError::CreateDir { path: path.clone(), source })?;
+        .map_err(|source| StorageError::CreateDir {
+            path: path.clone(),
+            source,
+        })?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(_) => Err(StorageError::Locked(root.to_owned())),
@@ -314,7 +351,10 @@ fn lock_data_dir(root: &Path) -> Result<File, StorageError> {
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StorageError> {
-    std::thread::Builder::new().name(name.into()).spawn(f).map_err(StorageError::Thread)
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(StorageError::Thread)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -324,7 +364,12 @@ enum Mode {
 }
 
 /// Brings one table's catalog entries back from disk: Parquet files first, then the WAL.
-fn recover(layout: &Layout, signal: Signal, catalog: &Catalog, mode: Mode) -> Result<Recovered, StorageError> {
+fn recover(
+    layout: &Layout,
+    signal: Signal,
+    catalog: &Catalog,
+    mode: Mode,
+) -> Result<Recovered, StorageError> {
     let wal_dir = layout.wal_dir(signal);
     let segments = wal::list_segments(&wal_dir)?;
     let in_wal: HashSet<u64> = segments.iter().map(|(id, _)| *id).collect();
@@ -373,7 +418,10 @@ fn recover(layout: &Layout, signal: Signal, catalog: &Catalog, mode: Mode) -> Re
         }
         if r.batches.is_empty() {
             if mode == Mode::ReadWrite {
-                std::fs::remove_file(&path).map_err(|source| WalError::Io { path: path.clone(), source })?;
+                std::fs::remove_file(&path).map_err(|source| WalError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
             }
             continue;
         }
@@ -385,7 +433,11 @@ fn recover(layout: &Layout, signal: Signal, catalog: &Catalog, mode: Mode) -> Re
         wal_bytes += r.valid_len;
         replayed.push(id);
     }
-    Ok(Recovered { segments: replayed, next_segment: max_id + 1, wal_bytes })
+    Ok(Recovered {
+        segments: replayed,
+        next_segment: max_id + 1,
+        wal_bytes,
+    })
 }
 
 struct OpenSegment {
@@ -421,7 +473,10 @@ impl WalWriter {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             let mut group = vec![first];
-            let mut bytes = group.iter().map(|r| r.batch.records().get_array_memory_size()).sum::<usize>();
+            let mut bytes = group
+                .iter()
+                .map(|r| r.batch.records().get_array_memory_size())
+                .sum::<usize>();
             while bytes < MAX_GROUP_BYTES {
                 match appends.try_recv() {
                     Ok(r) => {
@@ -431,7 +486,11 @@ impl WalWriter {
                     Err(_) => break,
                 }
             }
-            self.shared.metrics.queue_depth.with_label_values(&["wal"]).set(appends.len() as i64);
+            self.shared
+                .metrics
+                .queue_depth
+                .with_label_values(&["wal"])
+                .set(appends.len() as i64);
             self.commit(group);
             self.on_timer();
         }
@@ -470,7 +529,10 @@ impl WalWriter {
         let expired: Vec<Signal> = self
             .open
             .iter()
-            .filter(|(_, s)| s.opened.elapsed() >= self.segment_max_age || s.writer.bytes() >= self.segment_max_bytes)
+            .filter(|(_, s)| {
+                s.opened.elapsed() >= self.segment_max_age
+                    || s.writer.bytes() >= self.segment_max_bytes
+            })
             .map(|(sig, _)| *sig)
             .collect();
         for signal in expired {
@@ -487,11 +549,16 @@ impl WalWriter {
         }
         let mut result = Ok(());
         for (signal, idx) in &by_signal {
-            let batches: Vec<RecordBatch> =
-                idx.iter().filter_map(|i| group.get(*i)).map(|r| r.batch.records().clone()).collect();
+            let batches: Vec<RecordBatch> = idx
+                .iter()
+                .filter_map(|i| group.get(*i))
+                .map(|r| r.batch.records().clone())
+                .collect();
             if let Err(e) = self.write_frame(*signal, &batches) {
                 tracing::error!(error = %e, signal = %signal, "wal write failed");
-                result = Err(AppendError::Unavailable("the write-ahead log cannot be written".into()));
+                result = Err(AppendError::Unavailable(
+                    "the write-ahead log cannot be written".into(),
+                ));
                 break;
             }
         }
@@ -499,7 +566,9 @@ impl WalWriter {
             for signal in by_signal.keys() {
                 if let Err(e) = self.sync_segment(*signal) {
                     tracing::error!(error = %e, signal = %signal, "wal fsync failed");
-                    result = Err(AppendError::Unavailable("the write-ahead log cannot be synced".into()));
+                    result = Err(AppendError::Unavailable(
+                        "the write-ahead log cannot be synced".into(),
+                    ));
                     break;
                 }
             }
@@ -518,7 +587,9 @@ impl WalWriter {
             if result.is_ok() {
                 let signal = r.batch.signal();
                 if let Some(seg) = self.open.get(&signal) {
-                    self.shared.catalog.add_memory(signal, seg.writer.id(), r.batch.into_records());
+                    self.shared
+                        .catalog
+                        .add_memory(signal, seg.writer.id(), r.batch.into_records());
                 }
             }
             // The requester may have given up (client went away): nothing to do then.
@@ -532,14 +603,21 @@ impl WalWriter {
         let before = seg.writer.bytes();
         seg.writer.append(&payload)?;
         let written = seg.writer.bytes() - before;
-        self.shared.metrics.wal_bytes.add(i64::try_from(written).unwrap_or(i64::MAX));
+        self.shared
+            .metrics
+            .wal_bytes
+            .add(i64::try_from(written).unwrap_or(i64::MAX));
         Ok(())
     }
 
     fn sync_segment(&mut self, signal: Signal) -> Result<(), WalError> {
         if let Some(seg) = self.open.get_mut(&signal) {
             seg.writer.sync()?;
-            self.shared.metrics.wal_fsyncs.with_label_values(&[signal.as_str()]).inc();
+            self.shared
+                .metrics
+                .wal_fsyncs
+                .with_label_values(&[signal.as_str()])
+                .inc();
         }
         Ok(())
     }
@@ -553,8 +631,18 @@ impl WalWriter {
             self.next_segment.insert(signal, id + 1);
             let committed_len = writer.bytes();
             // The header counts too: compaction subtracts whole segment files.
-            self.shared.metrics.wal_bytes.add(i64::try_from(committed_len).unwrap_or(0));
-            self.open.insert(signal, OpenSegment { writer, opened: Instant::now(), committed_len });
+            self.shared
+                .metrics
+                .wal_bytes
+                .add(i64::try_from(committed_len).unwrap_or(0));
+            self.open.insert(
+                signal,
+                OpenSegment {
+                    writer,
+                    opened: Instant::now(),
+                    committed_len,
+                },
+            );
         }
         self.open.get_mut(&signal).ok_or_else(|| WalError::Io {
             path: PathBuf::new(),
@@ -566,12 +654,22 @@ impl WalWriter {
     /// close it, and start fresh segments on the next append (a new file may succeed where the
     /// old one failed, e.g. once disk space returns).
     fn recover_from_failure(&mut self) {
-        let since_start = u64::try_from(self.shared.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.shared.wal_failed_at_ms.store(since_start.max(1), Ordering::Release);
+        let since_start =
+            u64::try_from(self.shared.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.shared
+            .wal_failed_at_ms
+            .store(since_start.max(1), Ordering::Release);
         for (signal, seg) in std::mem::take(&mut self.open) {
-            let (path, id, committed) = (seg.writer.path().to_owned(), seg.writer.id(), seg.committed_len);
+            let (path, id, committed) = (
+                seg.writer.path().to_owned(),
+                seg.writer.id(),
+                seg.committed_len,
+            );
             let cut = seg.writer.bytes().saturating_sub(committed);
-            self.shared.metrics.wal_bytes.sub(i64::try_from(cut).unwrap_or(0));
+            self.shared
+                .metrics
+                .wal_bytes
+                .sub(i64::try_from(cut).unwrap_or(0));
             drop(seg);
             if let Err(e) = wal::truncate_segment(&path, committed) {
                 tracing::error!(error = %e, "cannot truncate wal segment after a failed write");
@@ -581,7 +679,9 @@ impl WalWriter {
     }
 
     fn rotate(&mut self, signal: Signal) {
-        let Some(mut seg) = self.open.remove(&signal) else { return };
+        let Some(mut seg) = self.open.remove(&signal) else {
+            return;
+        };
         if let Err(e) = seg.writer.sync() {
             tracing::error!(error = %e, "wal sync at rotation failed");
             let path = seg.writer.path().to_owned();
@@ -615,11 +715,19 @@ impl Compactor {
             loop {
                 match self.compact(signal, id) {
                     Ok(()) => {
-                        self.shared.metrics.compactions.with_label_values(&[signal.as_str(), "ok"]).inc();
+                        self.shared
+                            .metrics
+                            .compactions
+                            .with_label_values(&[signal.as_str(), "ok"])
+                            .inc();
                         break;
                     }
                     Err(e) => {
-                        self.shared.metrics.compactions.with_label_values(&[signal.as_str(), "error"]).inc();
+                        self.shared
+                            .metrics
+                            .compactions
+                            .with_label_values(&[signal.as_str(), "error"])
+                            .inc();
                         tracing::error!(error = %e, signal = %signal, segment = id, "compaction failed; retrying");
                         if self.shared.closing.load(Ordering::Acquire) {
                             // Leave it in the WAL; the next start replays and compacts it.
@@ -636,16 +744,23 @@ impl Compactor {
 
     fn compact(&self, signal: Signal, id: u64) -> Result<(), StorageError> {
         let batches = self.shared.catalog.segment_batches(signal, id);
-        let files = parquet::write_segment(&self.parquet_root, signal, id, &batches, &self.options)?;
+        let files =
+            parquet::write_segment(&self.parquet_root, signal, id, &batches, &self.options)?;
         let rows: u64 = files.iter().map(|f| f.rows).sum();
         let nfiles = files.len();
         self.shared.catalog.replace_segment(signal, id, files);
         let wal_dir = self.wal_dirs.get(&signal).cloned().unwrap_or_default();
         let path = wal_dir.join(wal::segment_file_name(id));
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        std::fs::remove_file(&path).map_err(|source| WalError::Io { path: path.clone(), source })?;
+        std::fs::remove_file(&path).map_err(|source| WalError::Io {
+            path: path.clone(),
+            source,
+        })?;
         wal::sync_dir(&wal_dir)?;
-        self.shared.metrics.wal_bytes.sub(i64::try_from(size).unwrap_or(0));
+        self.shared
+            .metrics
+            .wal_bytes
+            .sub(i64::try_from(size).unwrap_or(0));
         update_file_gauges(&self.shared.catalog, &self.shared.metrics);
         tracing::debug!(signal = %signal, segment = id, rows, files = nfiles, "compacted wal segment");
         Ok(())
@@ -675,7 +790,8 @@ impl Retention {
         let now_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-        let cutoff = now_ns.saturating_sub(i64::try_from(self.config.max_age.as_nanos()).unwrap_or(i64::MAX));
+        let cutoff = now_ns
+            .saturating_sub(i64::try_from(self.config.max_age.as_nanos()).unwrap_or(i64::MAX));
         let mut files = self.shared.catalog.all_files();
         files.sort_by_key(|(_, f)| (f.max_time_ns, f.path.clone()));
         let mut total: u64 = files.iter().map(|(_, f)| f.size_bytes).sum();
@@ -692,10 +808,16 @@ impl Retention {
             doomed.push((*signal, f.path.clone(), reason));
         }
         for (signal, path, reason) in doomed {
-            self.shared.catalog.remove_files(signal, std::slice::from_ref(&path));
+            self.shared
+                .catalog
+                .remove_files(signal, std::slice::from_ref(&path));
             match parquet::remove_file(&self.parquet_root, signal, &path) {
                 Ok(()) => {
-                    self.shared.metrics.retention_deleted_files.with_label_values(&[signal.as_str(), reason]).inc();
+                    self.shared
+                        .metrics
+                        .retention_deleted_files
+                        .with_label_values(&[signal.as_str(), reason])
+                        .inc();
                     tracing::info!(path = %path.display(), reason, "retention deleted file");
                 }
                 Err(e) => tracing::error!(error = %e, "retention cannot delete file"),
@@ -709,8 +831,14 @@ fn update_file_gauges(catalog: &Catalog, metrics: &Metrics) {
     for signal in Signal::ALL {
         let snap = catalog.snapshot(signal);
         let bytes: u64 = snap.files.iter().map(|f| f.size_bytes).sum();
-        metrics.parquet_bytes.with_label_values(&[signal.as_str()]).set(i64::try_from(bytes).unwrap_or(i64::MAX));
-        metrics.parquet_files.with_label_values(&[signal.as_str()]).set(snap.files.len() as i64);
+        metrics
+            .parquet_bytes
+            .with_label_values(&[signal.as_str()])
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        metrics
+            .parquet_files
+            .with_label_values(&[signal.as_str()])
+            .set(snap.files.len() as i64);
     }
 }
 
@@ -728,7 +856,10 @@ mod tests {
             resource_logs: vec![ResourceLogs {
                 scope_logs: vec![ScopeLogs {
                     log_records: (0..n)
-                        .map(|i| LogRecord { time_unix_nano: time_ns + i as u64, ..Default::default() })
+                        .map(|i| LogRecord {
+                            time_unix_nano: time_ns + i as u64,
+                            ..Default::default()
+                        })
                         .collect(),
                     ..Default::default()
                 }],
@@ -739,15 +870,28 @@ mod tests {
     }
 
     fn now() -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
     }
 
     fn config(dir: &Path) -> StorageConfig {
-        StorageConfig { data_dir: dir.to_owned(), segment_max_age: Duration::from_secs(3600), ..Default::default() }
+        StorageConfig {
+            data_dir: dir.to_owned(),
+            segment_max_age: Duration::from_secs(3600),
+            ..Default::default()
+        }
     }
 
     fn open(cfg: &StorageConfig) -> Storage {
-        Storage::open(cfg, &RetentionConfig::default(), 16, Metrics::new().unwrap()).unwrap()
+        Storage::open(
+            cfg,
+            &RetentionConfig::default(),
+            16,
+            Metrics::new().unwrap(),
+        )
+        .unwrap()
     }
 
     fn rows(catalog: &Catalog) -> u64 {
@@ -778,7 +922,12 @@ mod tests {
     async fn a_second_process_cannot_open_the_same_directory() {
         let dir = tempfile::tempdir().unwrap();
         let storage = open(&config(dir.path()));
-        let err = Storage::open(&config(dir.path()), &RetentionConfig::default(), 16, Metrics::new().unwrap());
+        let err = Storage::open(
+            &config(dir.path()),
+            &RetentionConfig::default(),
+            16,
+            Metrics::new().unwrap(),
+        );
         assert!(matches!(err, Err(StorageError::Locked(_))));
         storage.close();
     }
@@ -792,13 +941,28 @@ mod tests {
         append_all(&storage, vec![b.clone()]).await;
         storage.close();
         // Simulate a crash after compaction wrote its file but before it deleted the segment.
-        let layout = Layout { root: dir.path().to_owned() };
+        let layout = Layout {
+            root: dir.path().to_owned(),
+        };
         let segs = wal::list_segments(&layout.wal_dir(Signal::Logs)).unwrap();
         assert_eq!(segs.len(), 1);
-        let options = ParquetOptions { row_group_rows: 1024, zstd_level: 1 };
-        parquet::write_segment(&layout.parquet_root(), Signal::Logs, segs[0].0, &[b.into_records()], &options)
-            .unwrap();
-        assert_eq!(rows(&open_read_only(dir.path()).unwrap()), 20, "read-only view must not double count");
+        let options = ParquetOptions {
+            row_group_rows: 1024,
+            zstd_level: 1,
+        };
+        parquet::write_segment(
+            &layout.parquet_root(),
+            Signal::Logs,
+            segs[0].0,
+            &[b.into_records()],
+            &options,
+        )
+        .unwrap();
+        assert_eq!(
+            rows(&open_read_only(dir.path()).unwrap()),
+            20,
+            "read-only view must not double count"
+        );
 
         let storage = open(&cfg);
         assert_eq!(rows(&storage.catalog()), 20);
@@ -808,7 +972,10 @@ mod tests {
     #[tokio::test]
     async fn compaction_never_reuses_a_segment_id_of_an_existing_file() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = StorageConfig { segment_max_age: Duration::from_millis(50), ..config(dir.path()) };
+        let cfg = StorageConfig {
+            segment_max_age: Duration::from_millis(50),
+            ..config(dir.path())
+        };
         for round in 1..=3u64 {
             let storage = open(&cfg);
             append_all(&storage, vec![batch(7, now())]).await;
@@ -821,7 +988,9 @@ mod tests {
             assert_eq!(rows(&catalog), 7 * round);
             storage.close();
         }
-        let files = parquet::list_table(&dir.path().join("parquet"), Signal::Logs).unwrap().files;
+        let files = parquet::list_table(&dir.path().join("parquet"), Signal::Logs)
+            .unwrap()
+            .files;
         assert_eq!(files.len(), 3);
     }
 

@@ -53,7 +53,10 @@ pub enum ParquetStoreError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ParquetStoreError + '_ {
-    move |source| ParquetStoreError::Io { path: path.to_owned(), source }
+    move |source| ParquetStoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// How compacted files are encoded.
@@ -110,7 +113,10 @@ pub fn write_segment(
     let times = time_column(&sorted)?;
     let props = options
         .writer_properties()
-        .map_err(|source| ParquetStoreError::Write { path: root.to_owned(), source })?;
+        .map_err(|source| ParquetStoreError::Write {
+            path: root.to_owned(),
+            source,
+        })?;
 
     let mut files = Vec::new();
     let mut start = 0;
@@ -133,7 +139,9 @@ fn time_column(batch: &RecordBatch) -> Result<&TimestampNanosecondArray, Parquet
         .column_by_name(col::TIME)
         .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
         .ok_or_else(|| {
-            ParquetStoreError::Arrow(ArrowError::SchemaError("batch has no timestamp `time` column".into()))
+            ParquetStoreError::Arrow(ArrowError::SchemaError(
+                "batch has no timestamp `time` column".into(),
+            ))
         })
 }
 
@@ -147,7 +155,10 @@ fn write_file(
     let path = dir.join(name);
     let tmp = dir.join(format!("{name}.tmp"));
     let file = File::create(&tmp).map_err(io_err(&tmp))?;
-    let write_err = |source| ParquetStoreError::Write { path: tmp.clone(), source };
+    let write_err = |source| ParquetStoreError::Write {
+        path: tmp.clone(),
+        source,
+    };
     let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(write_err)?;
     writer.write(batch).map_err(write_err)?;
     let file = writer.into_inner().map_err(write_err)?;
@@ -173,25 +184,36 @@ pub fn read_file_meta(path: &Path) -> Result<ParquetFile, ParquetStoreError> {
     let size_bytes = file.metadata().map_err(io_err(path))?.len();
     let meta = ParquetMetaDataReader::new()
         .parse_and_finish(&file)
-        .map_err(|source| ParquetStoreError::Footer { path: path.to_owned(), source })?;
+        .map_err(|source| ParquetStoreError::Footer {
+            path: path.to_owned(),
+            source,
+        })?;
     let time_idx = meta
         .file_metadata()
         .schema_descr()
         .columns()
         .iter()
         .position(|c| c.name() == col::TIME)
-        .ok_or_else(|| ParquetStoreError::NoTimeStats { path: path.to_owned() })?;
+        .ok_or_else(|| ParquetStoreError::NoTimeStats {
+            path: path.to_owned(),
+        })?;
     let (mut min, mut max) = (i64::MAX, i64::MIN);
     for rg in meta.row_groups() {
         match rg.columns().get(time_idx).and_then(|c| c.statistics()) {
             Some(Statistics::Int64(s)) => {
                 let (Some(lo), Some(hi)) = (s.min_opt(), s.max_opt()) else {
-                    return Err(ParquetStoreError::NoTimeStats { path: path.to_owned() });
+                    return Err(ParquetStoreError::NoTimeStats {
+                        path: path.to_owned(),
+                    });
                 };
                 min = min.min(*lo);
                 max = max.max(*hi);
             }
-            _ => return Err(ParquetStoreError::NoTimeStats { path: path.to_owned() }),
+            _ => {
+                return Err(ParquetStoreError::NoTimeStats {
+                    path: path.to_owned(),
+                });
+            }
         }
     }
     Ok(ParquetFile {
@@ -269,6 +291,9 @@ mod tests {
         let ns = 1_795_323_600_000_000_000;
         let p = partition_dir(Path::new("/d"), Signal::Logs, ns);
         assert_eq!(p, PathBuf::from("/d/signal=logs/date=2026-11-22/hour=05"));
-        assert_eq!(segment_of(Path::new("/x/00000000000000000042.parquet")), Some(42));
+        assert_eq!(
+            segment_of(Path::new("/x/00000000000000000042.parquet")),
+            Some(42)
+        );
     }
 }

@@ -36,7 +36,10 @@ pub enum WalError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
-    move |source| WalError::Io { path: path.to_owned(), source }
+    move |source| WalError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// File name of segment `id`: zero-padded so lexical order is numeric order.
@@ -95,11 +98,17 @@ impl SegmentWriter {
             .map_err(io_err(&path))?;
         let mut file = BufWriter::with_capacity(1 << 20, file);
         file.write_all(MAGIC).map_err(io_err(&path))?;
-        file.write_all(&VERSION.to_le_bytes()).map_err(io_err(&path))?;
+        file.write_all(&VERSION.to_le_bytes())
+            .map_err(io_err(&path))?;
         file.flush().map_err(io_err(&path))?;
         file.get_ref().sync_all().map_err(io_err(&path))?;
         sync_dir(dir)?;
-        Ok(Self { id, path, file, bytes: HEADER_LEN })
+        Ok(Self {
+            id,
+            path,
+            file,
+            bytes: HEADER_LEN,
+        })
     }
 
     pub fn id(&self) -> u64 {
@@ -123,8 +132,12 @@ impl SegmentWriter {
             })?;
         let crc = crc32fast::hash(payload);
         let path = &self.path;
-        self.file.write_all(&len.to_le_bytes()).map_err(io_err(path))?;
-        self.file.write_all(&crc.to_le_bytes()).map_err(io_err(path))?;
+        self.file
+            .write_all(&len.to_le_bytes())
+            .map_err(io_err(path))?;
+        self.file
+            .write_all(&crc.to_le_bytes())
+            .map_err(io_err(path))?;
         self.file.write_all(payload).map_err(io_err(path))?;
         self.file.flush().map_err(io_err(path))?;
         self.bytes += FRAME_HEADER_LEN as u64 + u64::from(len);
@@ -139,7 +152,9 @@ impl SegmentWriter {
 
 /// fsyncs a directory so a created, renamed or removed entry survives a crash.
 pub fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
 }
 
 /// What replaying one segment found.
@@ -157,12 +172,18 @@ pub fn read_segment(path: &Path) -> Result<Replayed, WalError> {
     let data = std::fs::read(path).map_err(io_err(path))?;
     if data.len() < HEADER_LEN as usize {
         // A crash between creating the file and syncing its header: nothing in it was acked.
-        return Ok(Replayed { batches: Vec::new(), valid_len: 0, discarded_bytes: data.len() as u64 });
+        return Ok(Replayed {
+            batches: Vec::new(),
+            valid_len: 0,
+            discarded_bytes: data.len() as u64,
+        });
     }
     let header_ok = data.get(..8) == Some(MAGIC.as_slice())
         && data.get(8..12).is_some_and(|v| v == VERSION.to_le_bytes());
     if !header_ok {
-        return Err(WalError::BadHeader { path: path.to_owned() });
+        return Err(WalError::BadHeader {
+            path: path.to_owned(),
+        });
     }
     let mut pos = HEADER_LEN as usize;
     let mut batches = Vec::new();
@@ -174,7 +195,9 @@ pub fn read_segment(path: &Path) -> Result<Replayed, WalError> {
             break;
         }
         let start = pos + FRAME_HEADER_LEN;
-        let Some(payload) = data.get(start..start + len as usize) else { break };
+        let Some(payload) = data.get(start..start + len as usize) else {
+            break;
+        };
         if crc32fast::hash(payload) != crc {
             break;
         }
@@ -184,7 +207,11 @@ pub fn read_segment(path: &Path) -> Result<Replayed, WalError> {
         }
         pos = start + len as usize;
     }
-    Ok(Replayed { batches, valid_len: pos as u64, discarded_bytes: (data.len() - pos) as u64 })
+    Ok(Replayed {
+        batches,
+        valid_len: pos as u64,
+        discarded_bytes: (data.len() - pos) as u64,
+    })
 }
 
 fn decode_payload(payload: &[u8]) -> Result<Vec<RecordBatch>, ArrowError> {
@@ -193,7 +220,10 @@ fn decode_payload(payload: &[u8]) -> Result<Vec<RecordBatch>, ArrowError> {
 
 /// Cuts a segment back to its valid prefix so later appends never follow garbage.
 pub fn truncate_segment(path: &Path, valid_len: u64) -> Result<(), WalError> {
-    let f = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
     f.set_len(valid_len).map_err(io_err(path))?;
     f.sync_all().map_err(io_err(path))
 }
@@ -216,7 +246,9 @@ mod tests {
             schema,
             vec![
                 Arc::new(Int64Array::from_iter_values(0..n)),
-                Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("v{i}")))),
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| format!("v{i}")),
+                )),
             ],
         )
         .unwrap()
@@ -227,14 +259,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut w = SegmentWriter::create(dir.path(), 7).unwrap();
         let schema = batch(1).schema();
-        w.append(&encode_payload(&schema, &[batch(3), batch(2)]).unwrap()).unwrap();
-        w.append(&encode_payload(&schema, &[batch(5)]).unwrap()).unwrap();
+        w.append(&encode_payload(&schema, &[batch(3), batch(2)]).unwrap())
+            .unwrap();
+        w.append(&encode_payload(&schema, &[batch(5)]).unwrap())
+            .unwrap();
         w.sync().unwrap();
         let r = read_segment(w.path()).unwrap();
-        assert_eq!(r.batches.iter().map(RecordBatch::num_rows).collect::<Vec<_>>(), vec![3, 2, 5]);
+        assert_eq!(
+            r.batches
+                .iter()
+                .map(RecordBatch::num_rows)
+                .collect::<Vec<_>>(),
+            vec![3, 2, 5]
+        );
         assert_eq!(r.discarded_bytes, 0);
         assert_eq!(r.valid_len, w.bytes());
-        assert_eq!(list_segments(dir.path()).unwrap(), vec![(7, w.path().to_owned())]);
+        assert_eq!(
+            list_segments(dir.path()).unwrap(),
+            vec![(7, w.path().to_owned())]
+        );
     }
 
     #[test]
@@ -242,9 +285,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut w = SegmentWriter::create(dir.path(), 1).unwrap();
         let schema = batch(1).schema();
-        w.append(&encode_payload(&schema, &[batch(4)]).unwrap()).unwrap();
+        w.append(&encode_payload(&schema, &[batch(4)]).unwrap())
+            .unwrap();
         let good = w.bytes();
-        w.append(&encode_payload(&schema, &[batch(9)]).unwrap()).unwrap();
+        w.append(&encode_payload(&schema, &[batch(9)]).unwrap())
+            .unwrap();
         w.sync().unwrap();
         let path = w.path().to_owned();
         drop(w);
@@ -265,9 +310,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut w = SegmentWriter::create(dir.path(), 1).unwrap();
         let schema = batch(1).schema();
-        w.append(&encode_payload(&schema, &[batch(2)]).unwrap()).unwrap();
+        w.append(&encode_payload(&schema, &[batch(2)]).unwrap())
+            .unwrap();
         let good = w.bytes();
-        w.append(&encode_payload(&schema, &[batch(3)]).unwrap()).unwrap();
+        w.append(&encode_payload(&schema, &[batch(3)]).unwrap())
+            .unwrap();
         w.sync().unwrap();
         let path = w.path().to_owned();
         drop(w);
@@ -285,6 +332,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(segment_file_name(3));
         std::fs::write(&path, b"definitely not a wal segment").unwrap();
-        assert!(matches!(read_segment(&path), Err(WalError::BadHeader { .. })));
+        assert!(matches!(
+            read_segment(&path),
+            Err(WalError::BadHeader { .. })
+        ));
     }
 }

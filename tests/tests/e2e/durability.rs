@@ -52,11 +52,25 @@ async fn stored(vigil: &Vigil) -> HashMap<String, i64> {
 }
 
 fn assert_exactly_once(acked: &BTreeSet<String>, stored: &HashMap<String, i64>) {
-    let missing: Vec<_> = acked.iter().filter(|id| !stored.contains_key(*id)).take(5).collect();
-    assert!(missing.is_empty(), "acknowledged requests missing after restart, e.g. {missing:?}");
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|id| !stored.contains_key(*id))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged requests missing after restart, e.g. {missing:?}"
+    );
     // Every stored request is whole (all-or-nothing) and stored once.
-    let wrong: Vec<_> = stored.iter().filter(|(_, n)| **n != RECORDS_PER_REQUEST as i64).take(5).collect();
-    assert!(wrong.is_empty(), "requests stored partially or more than once: {wrong:?}");
+    let wrong: Vec<_> = stored
+        .iter()
+        .filter(|(_, n)| **n != RECORDS_PER_REQUEST as i64)
+        .take(5)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "requests stored partially or more than once: {wrong:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -80,7 +94,10 @@ async fn sigkill_during_ingest_loses_no_acknowledged_record() {
         vigil = vigil.restart(config);
         assert_exactly_once(&acked, &stored(&vigil).await);
     }
-    assert!(vigil.log_text().contains("replayed wal segment"), "restart did not replay the WAL");
+    assert!(
+        vigil.log_text().contains("replayed wal segment"),
+        "restart did not replay the WAL"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -94,7 +111,13 @@ async fn sigterm_drains_and_restart_keeps_every_acknowledged_record() {
             let mut acked = BTreeSet::new();
             for i in 0..100_000 {
                 let id = format!("term-{i}");
-                match post_logs(&client, &endpoint, &logs_request("term-test", &id, RECORDS_PER_REQUEST, now_ns())).await {
+                match post_logs(
+                    &client,
+                    &endpoint,
+                    &logs_request("term-test", &id, RECORDS_PER_REQUEST, now_ns()),
+                )
+                .await
+                {
                     Some(200) => {
                         acked.insert(id);
                     }
@@ -107,7 +130,11 @@ async fn sigterm_drains_and_restart_keeps_every_acknowledged_record() {
     };
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let status = vigil.stop_term();
-    assert!(status.success(), "graceful shutdown exited with {status}:\n{}", vigil.log_text());
+    assert!(
+        status.success(),
+        "graceful shutdown exited with {status}:\n{}",
+        vigil.log_text()
+    );
     let acked = sender.await.unwrap();
     assert!(!acked.is_empty());
     assert!(vigil.log_text().contains("shutdown complete"));

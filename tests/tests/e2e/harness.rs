@@ -32,7 +32,11 @@ pub struct Vigil {
 pub fn vigil_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/e2e-<hash> → target/<profile>/vigil
-    let bin = exe.parent().and_then(Path::parent).map(|d| d.join("vigil")).expect("target dir");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("vigil"))
+        .expect("target dir");
     assert!(
         bin.exists(),
         "{} not found: run the suite with `cargo nextest run --workspace` (or build it with \
@@ -85,14 +89,20 @@ impl Vigil {
     pub fn restart(mut self, extra_config: &str) -> Vigil {
         self.stop_kill();
         let scratch = self._scratch.take();
-        let dir = scratch.as_ref().map(|s| s.path().to_owned()).expect("scratch dir");
+        let dir = scratch
+            .as_ref()
+            .map(|s| s.path().to_owned())
+            .expect("scratch dir");
         let mut v = Vigil::start_on(&self.data_dir, extra_config, &dir);
         v._scratch = scratch;
         v
     }
 
     fn start_on(data_dir: &Path, extra_config: &str, scratch: &Path) -> Vigil {
-        let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
         let config = scratch.join(format!("vigil-{n}.toml"));
         let addr_file = scratch.join(format!("addrs-{n}.json"));
         let log = scratch.join(format!("vigil-{n}.log"));
@@ -128,7 +138,11 @@ impl Vigil {
             if let Some(status) = v.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
                 panic!("vigil exited during start-up ({status}):\n{}", v.log_text());
             }
-            assert!(Instant::now() < deadline, "vigil did not start in 60s:\n{}", v.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "vigil did not start in 60s:\n{}",
+                v.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -168,7 +182,10 @@ impl Vigil {
             if let Some(s) = c.try_wait().unwrap() {
                 return s;
             }
-            assert!(Instant::now() < deadline, "vigil did not exit within 60s of SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "vigil did not exit within 60s of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -176,7 +193,12 @@ impl Vigil {
     /// Runs SQL through `POST /api/v1/query` (JSON); panics with the server's error otherwise.
     pub async fn query(&self, sql: &str) -> Value {
         let (status, body) = self.query_raw(sql, "json").await;
-        assert_eq!(status, 200, "query {sql:?} failed: {}", String::from_utf8_lossy(&body));
+        assert_eq!(
+            status,
+            200,
+            "query {sql:?} failed: {}",
+            String::from_utf8_lossy(&body)
+        );
         serde_json::from_slice(&body).expect("json answer")
     }
 
@@ -189,7 +211,10 @@ impl Vigil {
     /// A single integer answer, e.g. `SELECT count(*) ...`.
     pub async fn scalar_i64(&self, sql: &str) -> i64 {
         let rows = self.rows(sql).await;
-        rows.first().and_then(|r| r.first()).and_then(Value::as_i64).unwrap_or_else(|| panic!("{sql}: {rows:?}"))
+        rows.first()
+            .and_then(|r| r.first())
+            .and_then(Value::as_i64)
+            .unwrap_or_else(|| panic!("{sql}: {rows:?}"))
     }
 
     pub async fn query_raw(&self, sql: &str, format: &str) -> (u16, Vec<u8>) {
@@ -205,11 +230,20 @@ impl Vigil {
 
     /// The value of one Prometheus series (summed over label sets matching `labels`).
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.api_endpoint())).await.unwrap().text().await.unwrap();
+        let text = reqwest::get(format!("{}/metrics", self.api_endpoint()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         text.lines()
             .filter(|l| !l.starts_with('#'))
             .filter(|l| l.split(['{', ' ']).next() == Some(name))
-            .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+            .filter(|l| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
@@ -219,7 +253,11 @@ impl Drop for Vigil {
     fn drop(&mut self) {
         self.stop_kill();
         if std::thread::panicking() {
-            eprintln!("---- vigil log ({}) ----\n{}", self.log.display(), self.log_text());
+            eprintln!(
+                "---- vigil log ({}) ----\n{}",
+                self.log.display(),
+                self.log_text()
+            );
         }
     }
 }

@@ -10,11 +10,18 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
 pub fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 pub fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
 }
 
 pub fn s(v: &str) -> any_value::Value {
@@ -28,7 +35,9 @@ pub fn logs_request(service: &str, req: &str, n: usize, time_ns: u64) -> ExportL
             time_unix_nano: time_ns + i as u64,
             severity_number: 9,
             severity_text: "INFO".into(),
-            body: Some(AnyValue { value: Some(s(&format!("request {req} record {i}"))) }),
+            body: Some(AnyValue {
+                value: Some(s(&format!("request {req} record {i}"))),
+            }),
             attributes: vec![
                 kv("test.req", s(req)),
                 kv("test.seq", any_value::Value::IntValue(i as i64)),
@@ -38,9 +47,15 @@ pub fn logs_request(service: &str, req: &str, n: usize, time_ns: u64) -> ExportL
         .collect();
     ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
-            resource: Some(Resource { attributes: vec![kv("service.name", s(service))], ..Default::default() }),
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", s(service))],
+                ..Default::default()
+            }),
             scope_logs: vec![ScopeLogs {
-                scope: Some(InstrumentationScope { name: "vigil-e2e".into(), ..Default::default() }),
+                scope: Some(InstrumentationScope {
+                    name: "vigil-e2e".into(),
+                    ..Default::default()
+                }),
                 log_records: records,
                 ..Default::default()
             }],
@@ -51,7 +66,11 @@ pub fn logs_request(service: &str, req: &str, n: usize, time_ns: u64) -> ExportL
 
 /// POSTs a protobuf export to `{endpoint}/v1/logs`; returns the HTTP status (or None if the
 /// connection failed, e.g. the server was killed).
-pub async fn post_logs(client: &reqwest::Client, endpoint: &str, req: &ExportLogsServiceRequest) -> Option<u16> {
+pub async fn post_logs(
+    client: &reqwest::Client,
+    endpoint: &str,
+    req: &ExportLogsServiceRequest,
+) -> Option<u16> {
     client
         .post(format!("{endpoint}/v1/logs"))
         .header("content-type", "application/x-protobuf")
