@@ -211,7 +211,8 @@ impl Storage {
             catalog: catalog.clone(),
             metrics: metrics.clone(),
             pending_segments: AtomicUsize::new(pending),
-            max_pending_segments: config.max_pending_segments.max(pending + 1),
+            // Replayed segments count: ingest waits (429, not ready) until they are compacted.
+            max_pending_segments: config.max_pending_segments,
             wal_failed_at_ms: AtomicU64::new(0),
             started: Instant::now(),
             closing: AtomicBool::new(false),
