@@ -13,6 +13,8 @@
 mod columns;
 mod logs;
 mod spans;
+#[cfg(test)]
+mod test_support;
 mod value;
 
 use arrow::array::ArrayRef;
@@ -177,8 +179,9 @@ fn finish(
 
 #[cfg(test)]
 mod tests {
+    use super::test_support::{map_col, map_entries as map_row, str_col};
     use super::*;
-    use arrow::array::{Array, AsArray, MapArray, StringArray};
+    use arrow::array::{Array, AsArray};
     use arrow::datatypes::TimestampNanosecondType;
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
     use opentelemetry_proto::tonic::common::v1::{
@@ -192,27 +195,6 @@ mod tests {
 
     const RECEIVED: i64 = 1_700_000_000_000_000_000;
 
-    fn str_col<'a>(d: &'a Decoded, name: &str) -> &'a StringArray {
-        d.batch
-            .records()
-            .column_by_name(name)
-            .unwrap()
-            .as_string::<i32>()
-    }
-    fn map_col<'a>(d: &'a Decoded, name: &str) -> &'a MapArray {
-        d.batch.records().column_by_name(name).unwrap().as_map()
-    }
-    fn map_row(map: &MapArray, row: usize) -> Vec<(String, Option<String>)> {
-        let entries = map.value(row);
-        let keys = entries.column(0).as_string::<i32>();
-        let values = entries.column(1).as_string::<i32>();
-        (0..keys.len())
-            .map(|i| {
-                let value = values.is_valid(i).then(|| values.value(i).to_owned());
-                (keys.value(i).to_owned(), value)
-            })
-            .collect()
-    }
     fn get<'a>(entries: &'a [(String, Option<String>)], key: &str) -> Option<&'a str> {
         entries.iter().find(|(k, _)| k == key)?.1.as_deref()
     }

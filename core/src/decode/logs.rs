@@ -242,8 +242,9 @@ fn append_optional_id(builder: &mut StringBuilder, id: &[u8]) -> Result<(), Arro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::test_support::{kv, map_col, map_entries as entries, str_col};
     use crate::schema::UNKNOWN_SERVICE;
-    use arrow::array::{Array, AsArray, MapArray, StringArray};
+    use arrow::array::{Array, AsArray};
     use arrow::datatypes::{Int32Type, TimestampNanosecondType, UInt32Type};
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
     use opentelemetry_proto::tonic::common::v1::{
@@ -254,13 +255,6 @@ mod tests {
 
     const RECEIVED: i64 = 1_700_000_000_000_000_000;
 
-    fn kv(key: &str, value: Value) -> KeyValue {
-        KeyValue {
-            key: key.into(),
-            value: Some(AnyValue { value: Some(value) }),
-            key_strindex: 0,
-        }
-    }
     fn string(s: &str) -> Value {
         Value::StringValue(s.into())
     }
@@ -283,30 +277,6 @@ mod tests {
     }
     fn decode_one(record: LogRecord) -> Decoded {
         decode(&request(None, None, vec![record]), RECEIVED, usize::MAX).unwrap()
-    }
-    fn str_col<'a>(d: &'a Decoded, name: &str) -> &'a StringArray {
-        d.batch
-            .records()
-            .column_by_name(name)
-            .unwrap()
-            .as_string::<i32>()
-    }
-    fn map_col<'a>(d: &'a Decoded, name: &str) -> &'a MapArray {
-        d.batch.records().column_by_name(name).unwrap().as_map()
-    }
-    /// Entries of row `row` of a map column, `None` for null values.
-    fn entries(map: &MapArray, row: usize) -> Vec<(String, Option<String>)> {
-        let entries = map.value(row);
-        let keys = entries.column(0).as_string::<i32>();
-        let values = entries.column(1).as_string::<i32>();
-        (0..keys.len())
-            .map(|i| {
-                (
-                    keys.value(i).to_owned(),
-                    values.is_valid(i).then(|| values.value(i).to_owned()),
-                )
-            })
-            .collect()
     }
     fn ts(d: &Decoded, name: &str) -> i64 {
         d.batch

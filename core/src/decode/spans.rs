@@ -359,11 +359,11 @@ impl SpanColumns {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::test_support::{kv, str_col};
     use crate::schema::UNKNOWN_SERVICE;
-    use arrow::array::{Array, AsArray, StringArray};
+    use arrow::array::{Array, AsArray};
     use arrow::datatypes::{Int64Type, TimestampNanosecondType, UInt32Type};
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 
@@ -396,22 +396,8 @@ mod tests {
             }],
         }
     }
-    fn kv(key: &str, value: Value) -> KeyValue {
-        KeyValue {
-            key: key.into(),
-            value: Some(AnyValue { value: Some(value) }),
-            key_strindex: 0,
-        }
-    }
     fn decode_spans(spans: Vec<Span>) -> Decoded {
         decode(&request(spans), usize::MAX).unwrap()
-    }
-    fn str_col<'a>(d: &'a Decoded, name: &str) -> &'a StringArray {
-        d.batch
-            .records()
-            .column_by_name(name)
-            .unwrap()
-            .as_string::<i32>()
     }
     fn i64_col(d: &Decoded, name: &str, row: usize) -> i64 {
         let col = d.batch.records().column_by_name(name).unwrap();
