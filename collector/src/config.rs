@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use vigil_core::Redactor;
+use vigil_core::redact::RedactionConfig;
 
 /// The only config version this build understands.
 pub const CONFIG_VERSION: u32 = 1;
@@ -21,6 +23,7 @@ pub struct RawConfig {
     pub storage: StorageConfig,
     pub retention: RetentionConfig,
     pub query: QueryConfig,
+    pub redaction: RedactionConfig,
 }
 
 impl Default for RawConfig {
@@ -32,6 +35,7 @@ impl Default for RawConfig {
             storage: StorageConfig::default(),
             retention: RetentionConfig::default(),
             query: QueryConfig::default(),
+            redaction: RedactionConfig::default(),
         }
     }
 }
@@ -296,6 +300,13 @@ impl RawConfig {
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             problems.push("storage.data_dir must not be empty".into());
+        }
+        let redaction = &self.redaction;
+        if redaction.hash_key_env.is_some() && redaction.hash_key_file.is_some() {
+            problems.push("redaction: set hash_key_env or hash_key_file, not both".into());
+        }
+        if let Err(e) = Redactor::check(redaction) {
+            problems.extend(e.0);
         }
         if problems.is_empty() {
             Ok(Config(self))

@@ -8,5 +8,6 @@ pub mod metrics;
 pub mod pipeline;
 pub mod query;
 pub mod receiver;
+pub mod secrets;
 pub mod storage;
 pub mod topology;

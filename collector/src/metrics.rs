@@ -54,6 +54,34 @@ pub struct Metrics {
     pub retention_deleted_files: IntCounterVec,
     pub queries: IntCounterVec,
     pub query_duration: HistogramVec,
+    /// Values redacted, by entity, category and (capped) service.
+    pub redactions: IntCounterVec,
+    services: ServiceLabels,
+}
+
+/// Services seen get their own label value up to a cap; the rest share `other`, so a flood of
+/// made-up `service.name`s cannot blow up the metric series count.
+#[derive(Clone)]
+struct ServiceLabels {
+    seen: std::sync::Arc<parking_lot::RwLock<std::collections::HashSet<String>>>,
+}
+
+/// Distinct `service` label values per metric before overflow goes to `other`.
+pub const MAX_SERVICE_LABELS: usize = 200;
+
+impl ServiceLabels {
+    fn label<'a>(&self, service: &'a str) -> &'a str {
+        if self.seen.read().contains(service) {
+            return service;
+        }
+        let mut seen = self.seen.write();
+        if seen.len() < MAX_SERVICE_LABELS {
+            seen.insert(service.to_owned());
+            service
+        } else {
+            "other"
+        }
+    }
 }
 
 impl Metrics {
@@ -147,8 +175,29 @@ impl Metrics {
                 &["outcome"],
                 latency_buckets,
             )?,
+            redactions: counter(
+                "vigil_redactions_total",
+                "Values redacted before storage, by entity, category and service",
+                &["entity", "category", "service"],
+            )?,
+            services: ServiceLabels {
+                seen: Default::default(),
+            },
             registry,
         })
+    }
+
+    /// Counts what the redactor found in one batch.
+    pub fn record_findings(&self, findings: &vigil_core::redact::Findings) {
+        for f in findings.iter() {
+            self.redactions
+                .with_label_values(&[
+                    &*f.entity,
+                    f.category.as_str(),
+                    self.services.label(&f.service),
+                ])
+                .inc_by(f.count);
+        }
     }
 
     /// Prometheus text exposition of every metric.

@@ -159,17 +159,23 @@ impl IngestHandle {
         let redactor = inner.redactor.clone();
         let received_at = now_ns();
         let (batch, rejected, error_message) = tokio::task::spawn_blocking(move || {
-            decode(received_at).map(|d| (redactor.apply(d.batch), d.rejected, d.error_message))
+            let decoded = decode(received_at).map_err(|e| {
+                tracing::error!(error = %e, signal = %signal, "cannot convert export to arrow");
+                IngestError::internal()
+            })?;
+            // A batch that cannot be redacted is refused, never stored as is.
+            let batch = redactor.apply(decoded.batch).map_err(|e| {
+                tracing::error!(error = %e, signal = %signal, "cannot redact batch");
+                IngestError::internal()
+            })?;
+            Ok::<_, IngestError>((batch, decoded.rejected, decoded.error_message))
         })
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "decode task failed");
             IngestError::internal()
-        })?
-        .map_err(|e| {
-            tracing::error!(error = %e, signal = %signal, "cannot convert export to arrow");
-            IngestError::internal()
-        })?;
+        })??;
+        metrics.record_findings(batch.findings());
 
         let rows = batch.num_rows();
         if rows > 0 {

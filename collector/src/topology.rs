@@ -68,9 +68,10 @@ impl Topology {
                     )
                 })?
         };
+        let redactor = build_redactor(&config)?;
         let ingest = IngestHandle::new(
             storage.appender(),
-            Redactor::new(),
+            redactor,
             metrics.clone(),
             &config.ingest,
         );
@@ -182,4 +183,19 @@ async fn serve_http(
         .with_graceful_shutdown(wait_stop(stopped))
         .await
         .with_context(|| format!("{name} server failed"))
+}
+
+/// The redaction stage, with its hash key (read after the data directory is locked, since a
+/// generated key lives there).
+fn build_redactor(config: &Config) -> anyhow::Result<Redactor> {
+    let redaction = &config.redaction;
+    if !redaction.enabled {
+        tracing::warn!(
+            "redaction is DISABLED (redaction.enabled = false): PII and secrets are stored as sent"
+        );
+        return Ok(Redactor::disabled());
+    }
+    let key = crate::secrets::redaction_key(redaction, &config.storage.data_dir)
+        .context("cannot load the redaction hash key")?;
+    Redactor::new(redaction, key).context("invalid [redaction] config")
 }

@@ -5,6 +5,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
+use crate::redact::Findings;
 use crate::schema::{logs_schema, spans_schema};
 
 /// Which table a batch belongs to.
@@ -86,24 +87,32 @@ pub struct SchemaMismatch {
 
 /// A batch that has passed the redactor. Constructed only in [`crate::redact`]: holding one
 /// is the proof that no raw PII is inside, so storage and the detector accept nothing else.
+/// It carries what the redactor found, for metrics and the detector.
 #[derive(Debug, Clone)]
-pub struct RedactedBatch(Batch);
+pub struct RedactedBatch {
+    batch: Batch,
+    findings: Findings,
+}
 
 impl RedactedBatch {
     /// Only the redaction stage may call this.
-    pub(crate) fn from_redacted(batch: Batch) -> Self {
-        Self(batch)
+    pub(crate) fn from_redacted(batch: Batch, findings: Findings) -> Self {
+        Self { batch, findings }
     }
     pub fn signal(&self) -> Signal {
-        self.0.signal
+        self.batch.signal
     }
     pub fn records(&self) -> &RecordBatch {
-        &self.0.records
+        &self.batch.records
     }
     pub fn num_rows(&self) -> usize {
-        self.0.num_rows()
+        self.batch.num_rows()
+    }
+    /// What redaction replaced in this batch, per service and entity.
+    pub fn findings(&self) -> &Findings {
+        &self.findings
     }
     pub fn into_records(self) -> RecordBatch {
-        self.0.records
+        self.batch.records
     }
 }

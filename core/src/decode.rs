@@ -14,7 +14,7 @@ mod columns;
 mod logs;
 mod spans;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 mod value;
 
 use arrow::array::ArrayRef;

@@ -7,4 +7,4 @@ pub mod redact;
 pub mod schema;
 
 pub use batch::{Batch, RedactedBatch, Signal};
-pub use redact::Redactor;
+pub use redact::{HashKey, Redactor};

@@ -67,7 +67,11 @@ impl Harness {
         .unwrap();
         let ingest = IngestHandle::new(
             storage.appender(),
-            Redactor::new(),
+            Redactor::new(
+                &vigil_core::redact::RedactionConfig::default(),
+                vigil_core::HashKey::new(&[7; 32]).unwrap(),
+            )
+            .unwrap(),
             metrics.clone(),
             &ingest_config,
         );

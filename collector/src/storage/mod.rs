@@ -867,7 +867,9 @@ mod tests {
                 ..Default::default()
             }],
         };
-        Redactor::new().apply(decode_logs(&req, 1).unwrap().batch)
+        Redactor::disabled()
+            .apply(decode_logs(&req, 1).unwrap().batch)
+            .unwrap()
     }
 
     fn now() -> u64 {

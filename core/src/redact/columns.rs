@@ -1,0 +1,301 @@
+//! Rewriting Arrow columns. A column with nothing to redact is passed on as is (no copy); one
+//! with findings is rebuilt once, with only the changed values replaced.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, MapArray, StringArray, StructArray};
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::DataType;
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+
+use super::findings::Collector;
+use super::keys::KeyDecision;
+use super::{Engine, NOT_ALLOWED, Outcome, Policy, SENSITIVE_KEY, Site};
+use crate::batch::{Batch, Signal};
+use crate::schema::col;
+
+/// How a column is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Free text, scanned.
+    Text,
+    /// A log body: text, or JSON walked structurally.
+    Body,
+    /// JSON arrays of span events or links.
+    Records,
+    /// `map<string,string>` attributes.
+    Map,
+    /// Ids, times, enums, counts, schema urls: nothing personal.
+    Keep,
+}
+
+fn role(signal: Signal, column: &str) -> Role {
+    match (signal, column) {
+        (_, "attributes" | "resource" | "scope_attributes") => Role::Map,
+        (Signal::Logs, "body") => Role::Body,
+        (Signal::Logs, "event_name") | (Signal::Spans, "name" | "status_message") => Role::Text,
+        (Signal::Spans, "events" | "links") => Role::Records,
+        _ => Role::Keep,
+    }
+}
+
+/// A change to one value of a string array.
+enum Edit {
+    Replace(String),
+    Remove,
+}
+
+impl Engine {
+    pub(super) fn redact_batch(
+        &self,
+        batch: Batch,
+    ) -> Result<(Batch, super::Findings), ArrowError> {
+        let signal = batch.signal();
+        let records = batch.into_records();
+        let schema = records.schema();
+        let service = records
+            .column_by_name(col::SERVICE)
+            .and_then(|c| c.as_string_opt::<i32>())
+            .ok_or_else(|| ArrowError::SchemaError("batch has no service column".into()))?;
+        let mut collector = Collector::default();
+        let mut columns: Vec<ArrayRef> = records.columns().to_vec();
+        for (i, field) in schema.fields().iter().enumerate() {
+            let role = role(signal, field.name());
+            if role == Role::Keep {
+                continue;
+            }
+            // Read from `records` (which outlives the findings' borrowed service names);
+            // write into `columns`.
+            let column = records.column(i);
+            let ctx = Ctx {
+                engine: self,
+                service,
+                field: field.name(),
+            };
+            let rewritten: Option<ArrayRef> = match role {
+                Role::Map => {
+                    let map = column.as_map_opt().ok_or_else(|| {
+                        ArrowError::SchemaError(format!("{} is not a map", field.name()))
+                    })?;
+                    ctx.map(map, &mut collector)?
+                        .map(|a| Arc::new(a) as ArrayRef)
+                }
+                Role::Text | Role::Body | Role::Records => {
+                    let strings = column.as_string_opt::<i32>().ok_or_else(|| {
+                        ArrowError::SchemaError(format!("{} is not a string", field.name()))
+                    })?;
+                    ctx.strings(strings, role, &mut collector)
+                        .map(|a| Arc::new(a) as ArrayRef)
+                }
+                Role::Keep => None,
+            };
+            if let (Some(new), Some(slot)) = (rewritten, columns.get_mut(i)) {
+                *slot = new;
+            }
+        }
+        let findings = collector.finish(|e| self.entities.get(self.entity_index(e)));
+        let records = RecordBatch::try_new(schema.clone(), columns)?;
+        let batch =
+            Batch::new(signal, records).map_err(|e| ArrowError::SchemaError(e.to_string()))?;
+        Ok((batch, findings))
+    }
+}
+
+/// One column of one batch being redacted.
+struct Ctx<'a> {
+    engine: &'a Engine,
+    service: &'a StringArray,
+    field: &'a str,
+}
+
+impl<'a> Ctx<'a> {
+    fn site<'c>(&self, collector: &'c mut Collector<'a>, row: usize) -> (Site<'c, 'a>, &'a Policy) {
+        let service = if self.service.is_valid(row) {
+            self.service.value(row)
+        } else {
+            ""
+        };
+        let site = Site {
+            collector,
+            service,
+            field: self.field,
+            row,
+        };
+        (site, self.engine.policy(service))
+    }
+
+    fn strings(
+        &self,
+        array: &'a StringArray,
+        role: Role,
+        collector: &mut Collector<'a>,
+    ) -> Option<StringArray> {
+        let mut edits: Vec<(usize, Edit)> = Vec::new();
+        for row in 0..array.len() {
+            if array.is_null(row) {
+                continue;
+            }
+            let text = array.value(row);
+            if text.is_empty() {
+                continue;
+            }
+            let (mut site, policy) = self.site(collector, row);
+            let redacted = match role {
+                Role::Body => self.engine.redact_body(text, policy, &mut site),
+                Role::Records => self.engine.redact_records_json(text, policy, &mut site),
+                _ => self.engine.redact_field(text, policy, &mut site),
+            };
+            if let Some(r) = redacted {
+                edits.push((row, Edit::Replace(r)));
+            }
+        }
+        (!edits.is_empty()).then(|| apply_edits(array, 0..array.len(), &edits))
+    }
+
+    fn map(
+        &self,
+        map: &'a MapArray,
+        collector: &mut Collector<'a>,
+    ) -> Result<Option<MapArray>, ArrowError> {
+        let keys = map
+            .keys()
+            .as_string_opt::<i32>()
+            .ok_or_else(|| ArrowError::SchemaError("map keys are not strings".into()))?;
+        let values = map
+            .values()
+            .as_string_opt::<i32>()
+            .ok_or_else(|| ArrowError::SchemaError("map values are not strings".into()))?;
+        let offsets = map.value_offsets();
+        // Key decisions repeat across rows: decide each (policy, key) once per batch.
+        let mut decisions: HashMap<(*const Policy, &str), KeyDecision> = HashMap::new();
+        let mut edits: Vec<(usize, Edit)> = Vec::new();
+        for row in 0..map.len() {
+            let (Some(&start), Some(&end)) = (offsets.get(row), offsets.get(row + 1)) else {
+                continue;
+            };
+            let (mut site, policy) = self.site(collector, row);
+            for entry in start.max(0) as usize..end.max(0) as usize {
+                let key = keys.value(entry);
+                let decision = *decisions
+                    .entry((std::ptr::from_ref(policy), key))
+                    .or_insert_with(|| policy.keys.decide(key));
+                let value = values
+                    .is_valid(entry)
+                    .then(|| values.value(entry))
+                    .filter(|v| !v.is_empty());
+                let edit = match (decision, value) {
+                    (KeyDecision::NotAllowed, _) => {
+                        site.record(NOT_ALLOWED);
+                        Some(Edit::Remove)
+                    }
+                    (_, None) => None,
+                    (KeyDecision::Deny, Some(v)) => {
+                        site.record(SENSITIVE_KEY);
+                        Some(
+                            self.engine
+                                .key_replacement(policy, v)
+                                .map_or(Edit::Remove, Edit::Replace),
+                        )
+                    }
+                    (KeyDecision::Keep, Some(v)) => {
+                        if self.engine.scanner.is_candidate(v) {
+                            match self.engine.redact_text(v, policy, &mut site) {
+                                None => None,
+                                Some(Outcome::Replaced(r)) => Some(Edit::Replace(r)),
+                                Some(Outcome::Drop(_)) => Some(Edit::Remove),
+                            }
+                        } else {
+                            None
+                        }
+                    }
+                };
+                if let Some(edit) = edit {
+                    edits.push((entry, edit));
+                }
+            }
+        }
+        if edits.is_empty() {
+            return Ok(None);
+        }
+        rebuild_map(map, keys, values, &edits).map(Some)
+    }
+}
+
+/// `array[range]` with `edits` (sorted by index) applied.
+fn apply_edits(
+    array: &StringArray,
+    range: std::ops::Range<usize>,
+    edits: &[(usize, Edit)],
+) -> StringArray {
+    let mut pending = edits.iter().peekable();
+    let mut out = Vec::with_capacity(range.len());
+    for i in range {
+        let edit = match pending.peek() {
+            Some((at, edit)) if *at == i => {
+                pending.next();
+                Some(edit)
+            }
+            _ => None,
+        };
+        match edit {
+            Some(Edit::Replace(s)) => out.push(Some(s.as_str())),
+            Some(Edit::Remove) => {}
+            None => out.push(array.is_valid(i).then(|| array.value(i))),
+        }
+    }
+    StringArray::from(out)
+}
+
+fn rebuild_map(
+    map: &MapArray,
+    keys: &StringArray,
+    values: &StringArray,
+    edits: &[(usize, Edit)],
+) -> Result<MapArray, ArrowError> {
+    let DataType::Map(entries_field, sorted) = map.data_type() else {
+        return Err(ArrowError::SchemaError("not a map".into()));
+    };
+    let DataType::Struct(entry_fields) = entries_field.data_type() else {
+        return Err(ArrowError::SchemaError(
+            "map entries are not a struct".into(),
+        ));
+    };
+    let offsets = map.value_offsets();
+    let first = offsets.first().copied().unwrap_or(0).max(0) as usize;
+    let last = offsets.last().copied().unwrap_or(0).max(0) as usize;
+    let removed: std::collections::HashSet<usize> = edits
+        .iter()
+        .filter(|(_, e)| matches!(e, Edit::Remove))
+        .map(|(i, _)| *i)
+        .collect();
+    let mut lengths = Vec::with_capacity(map.len());
+    for w in offsets.windows(2) {
+        let (s, e) = match w {
+            [s, e] => ((*s).max(0) as usize, (*e).max(0) as usize),
+            _ => (0, 0),
+        };
+        lengths.push((s..e).filter(|i| !removed.contains(i)).count());
+    }
+    let new_values = apply_edits(values, first..last, edits);
+    let key_edits: Vec<(usize, Edit)> = removed.iter().map(|&i| (i, Edit::Remove)).collect();
+    let mut key_edits = key_edits;
+    key_edits.sort_by_key(|(i, _)| *i);
+    let new_keys = apply_edits(keys, first..last, &key_edits);
+    let entries = StructArray::try_new(
+        entry_fields.clone(),
+        vec![
+            Arc::new(new_keys) as ArrayRef,
+            Arc::new(new_values) as ArrayRef,
+        ],
+        None,
+    )?;
+    MapArray::try_new(
+        entries_field.clone(),
+        OffsetBuffer::from_lengths(lengths),
+        entries,
+        map.nulls().cloned(),
+        *sorted,
+    )
+}

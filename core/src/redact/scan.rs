@@ -1,0 +1,148 @@
+//! One pass over a string for every detector: all patterns are compiled into a single
+//! multi-pattern automaton (regex-automata's meta engine, lazy DFA), which reports the leftmost
+//! candidate and which detector it belongs to. Only a candidate pays for captures and validation.
+
+use regex_automata::meta;
+use regex_automata::util::syntax;
+use regex_automata::{Input, MatchKind};
+
+use super::validate::Validator;
+
+/// A validated finding in one string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Hit {
+    pub detector: usize,
+    /// The whole match.
+    pub start: usize,
+    pub end: usize,
+    /// The part to replace: the `value` group when the pattern has one, else the match.
+    pub value_start: usize,
+    pub value_end: usize,
+}
+
+pub(super) struct Scanner {
+    multi: meta::Regex,
+    /// Per detector: its own regex, used only on a candidate to find the `value` group.
+    captures: Vec<Option<regex::Regex>>,
+    validators: Vec<Option<Validator>>,
+    /// Patterns after the detectors that only mark a string as worth a structural (JSON)
+    /// look; they never produce a hit.
+    detectors: usize,
+}
+
+/// Every pattern must compile on its own first, so errors name the detector; this only fails
+/// if the combined automaton exceeds its size limits.
+#[derive(Debug, thiserror::Error)]
+#[error("the combined redaction patterns do not compile: {0}")]
+pub struct ScannerError(String);
+
+/// Size limit for one compiled pattern (and for the combined automaton, times the count).
+pub(super) const PATTERN_SIZE_LIMIT: usize = 2 << 20;
+
+impl Scanner {
+    /// `patterns`: one per detector (with its validator), then the hint-only patterns.
+    pub fn new(
+        patterns: &[(String, Option<Validator>)],
+        hints: &[String],
+    ) -> Result<Self, ScannerError> {
+        let all: Vec<&str> = patterns
+            .iter()
+            .map(|(p, _)| p.as_str())
+            .chain(hints.iter().map(String::as_str))
+            .collect();
+        let multi = meta::Regex::builder()
+            .configure(
+                meta::Config::new()
+                    .match_kind(MatchKind::LeftmostFirst)
+                    .nfa_size_limit(Some(PATTERN_SIZE_LIMIT * all.len().max(1)))
+                    .hybrid_cache_capacity(8 << 20),
+            )
+            .syntax(syntax::Config::new())
+            .build_many(&all)
+            .map_err(|e| {
+                let detail = std::error::Error::source(&e).map(|s| format!(": {s}"));
+                ScannerError(format!("{e}{}", detail.unwrap_or_default()))
+            })?;
+        let mut captures = Vec::with_capacity(patterns.len());
+        for (pattern, _) in patterns {
+            let re = regex::RegexBuilder::new(pattern)
+                .size_limit(PATTERN_SIZE_LIMIT)
+                .build()
+                .map_err(|e| ScannerError(e.to_string()))?;
+            let has_value = re.capture_names().flatten().any(|n| n == "value");
+            captures.push(has_value.then_some(re));
+        }
+        Ok(Self {
+            multi,
+            captures,
+            validators: patterns.iter().map(|(_, v)| *v).collect(),
+            detectors: patterns.len(),
+        })
+    }
+
+    /// Whether anything in `text` is worth a closer look: a detector candidate or a hint.
+    /// Most strings stop here.
+    pub fn is_candidate(&self, text: &str) -> bool {
+        self.multi.is_match(text)
+    }
+
+    /// The next validated hit at or after `from` from a detector that `enabled` accepts.
+    pub fn next(
+        &self,
+        text: &str,
+        mut from: usize,
+        enabled: impl Fn(usize) -> bool,
+    ) -> Option<Hit> {
+        while from <= text.len() {
+            let m = self.multi.search(&Input::new(text).range(from..))?;
+            let detector = m.pattern().as_usize();
+            let (start, end) = (m.start(), m.end());
+            if detector < self.detectors
+                && enabled(detector)
+                && let Some(hit) = self.hit(text, detector, start, end)
+            {
+                return Some(hit);
+            }
+            // Not a finding here; lower-priority patterns may still match further on.
+            from = next_char(text, start);
+        }
+        None
+    }
+
+    fn hit(&self, text: &str, detector: usize, start: usize, end: usize) -> Option<Hit> {
+        let (value_start, value_end) = match self.captures.get(detector).and_then(Option::as_ref) {
+            Some(re) => {
+                let caps = re.captures_at(text, start)?;
+                match caps.name("value") {
+                    Some(v) if caps.get(0).is_some_and(|m| m.start() == start) => {
+                        (v.start(), v.end())
+                    }
+                    _ => (start, end),
+                }
+            }
+            None => (start, end),
+        };
+        if value_start == value_end {
+            return None;
+        }
+        let valid = match self.validators.get(detector).copied().flatten() {
+            Some(v) => v.check(text, value_start, value_end),
+            None => true,
+        };
+        valid.then_some(Hit {
+            detector,
+            start,
+            end,
+            value_start,
+            value_end,
+        })
+    }
+}
+
+/// The byte offset of the character after the one at `at`.
+pub(super) fn next_char(text: &str, at: usize) -> usize {
+    at + text
+        .get(at..)
+        .and_then(|rest| rest.chars().next())
+        .map_or(1, char::len_utf8)
+}
