@@ -49,6 +49,36 @@ fn check_config_lists_every_problem_and_fails() {
 }
 
 #[test]
+fn check_config_explains_bad_redaction_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("redaction.toml");
+    std::fs::write(
+        &file,
+        r#"
+[redaction.detectors]
+emial = { action = "mask" }
+
+[[redaction.custom]]
+name = "employee_id"
+pattern = 'EMP-([0-9]{6}'
+validator = "checksum"
+"#,
+    )
+    .unwrap();
+    let out = vigil().arg("check-config").arg(&file).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "redaction.custom \"employee_id\": bad pattern",
+        "unclosed group",
+        "unknown validator \"checksum\"; known ones are luhn, credit_card",
+        "redaction.detectors: there is no detector named \"emial\"",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing from:\n{err}");
+    }
+}
+
+#[test]
 fn check_config_reports_syntax_errors_with_the_file_name() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("broken.toml");

@@ -1,7 +1,7 @@
 //! Rewriting Arrow columns. A column with nothing to redact is passed on as is (no copy); one
 //! with findings is rebuilt once, with only the changed values replaced.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, MapArray, StringArray, StructArray};
@@ -40,6 +40,9 @@ fn role(signal: Signal, column: &str) -> Role {
         _ => Role::Keep,
     }
 }
+
+/// Distinct clean values remembered per map column of a batch.
+const MAX_CLEAN_VALUES: usize = 8192;
 
 /// A change to one value of a string array.
 enum Edit {
@@ -170,6 +173,9 @@ impl<'a> Ctx<'a> {
         let offsets = map.value_offsets();
         // Key decisions repeat across rows: decide each (policy, key) once per batch.
         let mut decisions: HashMap<(*const Policy, &str), KeyDecision> = HashMap::new();
+        // Values repeat too (every row of a resource carries the same resource attributes,
+        // methods and routes recur): a value seen clean is not scanned again in this batch.
+        let mut clean: HashSet<&str> = HashSet::new();
         let mut edits: Vec<(usize, Edit)> = Vec::new();
         for row in 0..map.len() {
             let (Some(&start), Some(&end)) = (offsets.get(row), offsets.get(row + 1)) else {
@@ -195,19 +201,24 @@ impl<'a> Ctx<'a> {
                         site.record(SENSITIVE_KEY);
                         Some(
                             self.engine
-                                .key_replacement(policy, v)
+                                .key_replacement(policy, v, &mut site)
                                 .map_or(Edit::Remove, Edit::Replace),
                         )
                     }
                     (KeyDecision::Keep, Some(v)) => {
-                        if self.engine.scanner.is_candidate(v) {
+                        if clean.contains(v) {
+                            None
+                        } else if !self.engine.scanner.is_candidate(v) {
+                            if clean.len() < MAX_CLEAN_VALUES {
+                                clean.insert(v);
+                            }
+                            None
+                        } else {
                             match self.engine.redact_text(v, policy, &mut site) {
                                 None => None,
                                 Some(Outcome::Replaced(r)) => Some(Edit::Replace(r)),
                                 Some(Outcome::Drop(_)) => Some(Edit::Remove),
                             }
-                        } else {
-                            None
                         }
                     }
                 };
@@ -265,7 +276,7 @@ fn rebuild_map(
     let offsets = map.value_offsets();
     let first = offsets.first().copied().unwrap_or(0).max(0) as usize;
     let last = offsets.last().copied().unwrap_or(0).max(0) as usize;
-    let removed: std::collections::HashSet<usize> = edits
+    let removed: HashSet<usize> = edits
         .iter()
         .filter(|(_, e)| matches!(e, Edit::Remove))
         .map(|(i, _)| *i)

@@ -60,13 +60,35 @@ struct Tally<'a> {
     first_row: usize,
 }
 
-/// Collects findings while a batch is rewritten; borrows service names from the batch.
+/// Collects findings while a batch is rewritten (borrowing service names from the batch), and
+/// holds the batch's pseudonyms so each distinct value is hashed once. Dropped with the batch:
+/// raw values never outlive it.
 #[derive(Default)]
 pub(super) struct Collector<'a> {
     tallies: HashMap<(&'a str, usize), Tally<'a>>,
+    /// Per entity: value → pseudonym.
+    pseudonyms: HashMap<usize, HashMap<Box<str>, Box<str>>>,
+    remembered: usize,
 }
 
+/// Distinct pseudonyms remembered per batch; beyond this they are recomputed.
+const MAX_REMEMBERED: usize = 4096;
+
 impl<'a> Collector<'a> {
+    pub fn pseudonym(&self, entity: usize, value: &str) -> Option<&str> {
+        self.pseudonyms.get(&entity)?.get(value).map(|p| &**p)
+    }
+
+    pub fn remember_pseudonym(&mut self, entity: usize, value: &str, pseudonym: &str) {
+        if self.remembered < MAX_REMEMBERED {
+            self.remembered += 1;
+            self.pseudonyms
+                .entry(entity)
+                .or_default()
+                .insert(Box::from(value), Box::from(pseudonym));
+        }
+    }
+
     pub fn record(&mut self, service: &'a str, entity: usize, field: &'a str, row: usize) {
         self.tallies
             .entry((service, entity))

@@ -34,13 +34,16 @@ impl Engine {
         policy: &Policy,
         site: &mut Site<'_, '_>,
     ) -> Option<String> {
-        if !self.scanner.is_candidate(text) {
+        let trimmed = text.trim_start();
+        let json = trimmed.starts_with('{') || trimmed.starts_with('[');
+        if json {
+            if !self.scanner.is_json_candidate(text) {
+                return None;
+            }
+        } else if !self.scanner.is_candidate(text) {
             return None;
         }
-        let trimmed = text.trim_start();
-        if (trimmed.starts_with('{') || trimmed.starts_with('['))
-            && let Ok(mut value) = serde_json::from_str::<Value>(text)
-        {
+        if json && let Ok(mut value) = serde_json::from_str::<Value>(text) {
             return self
                 .redact_json(&mut value, Scope::Plain, policy, site)
                 .then(|| value.to_json());
@@ -55,7 +58,7 @@ impl Engine {
         policy: &Policy,
         site: &mut Site<'_, '_>,
     ) -> Option<String> {
-        if !self.scanner.is_candidate(text) {
+        if !self.scanner.is_json_candidate(text) {
             return None;
         }
         match serde_json::from_str::<Value>(text) {
@@ -155,7 +158,7 @@ impl Engine {
                                 Value::String(s) => s.clone(),
                                 other => other.to_json(),
                             };
-                            match self.key_replacement(policy, &text) {
+                            match self.key_replacement(policy, &text, site) {
                                 Some(r) => member = Value::String(r),
                                 None => continue,
                             }

@@ -33,7 +33,7 @@ pub use config::{
     ActionKind, Category, CustomDetector, DetectorSettings, KeysConfig, RedactionConfig,
     ServiceOverride,
 };
-pub use detectors::{DEFAULT_DENY_KEYS, builtin_names};
+pub use detectors::{DEFAULT_DENY_KEYS, builtin_names, builtin_patterns};
 pub use findings::{Finding, Findings};
 pub use validate::Validator;
 
@@ -362,13 +362,10 @@ impl Engine {
             .iter()
             .map(|d| (d.pattern.clone(), d.validator))
             .collect();
-        let mut hints = Vec::new();
         let all_keys =
             std::iter::once(&default_policy.keys).chain(services.values().map(|p| &p.keys));
-        if let Some(hint) = json_key_hint(all_keys) {
-            hints.push(hint);
-        }
-        let scanner = Scanner::new(&patterns, &hints)
+        let hint = json_key_hint(all_keys);
+        let scanner = Scanner::new(&patterns, hint.as_deref())
             .map_err(|e| RedactionConfigError(vec![e.to_string()]))?;
 
         let mut entities: Vec<Entity> = used_defs
@@ -489,7 +486,7 @@ impl Engine {
             }
             let buf = out.get_or_insert_with(|| String::with_capacity(text.len() + 32));
             buf.push_str(text.get(copied..hit.value_start).unwrap_or(""));
-            buf.push_str(&self.replacement(hit.detector, action, value));
+            buf.push_str(&self.replacement(hit.detector, action, value, site));
             copied = hit.value_end;
             from = hit
                 .end
@@ -515,18 +512,29 @@ impl Engine {
     }
 
     /// The value of a denied key; `None` means drop the attribute.
-    fn key_replacement(&self, policy: &Policy, value: &str) -> Option<String> {
+    fn key_replacement(
+        &self,
+        policy: &Policy,
+        value: &str,
+        site: &mut Site<'_, '_>,
+    ) -> Option<String> {
         match policy.key_action {
             Action::Drop => None,
-            Action::Hash => Some(self.pseudonym(SENSITIVE_KEY, value)),
+            Action::Hash => Some(self.pseudonym(SENSITIVE_KEY, value, site)),
             Action::Mask | Action::Partial(_) => Some(self.marker(SENSITIVE_KEY).to_owned()),
         }
     }
 
-    fn replacement(&self, entity: usize, action: Action, value: &str) -> String {
+    fn replacement(
+        &self,
+        entity: usize,
+        action: Action,
+        value: &str,
+        site: &mut Site<'_, '_>,
+    ) -> String {
         match action {
             Action::Mask | Action::Drop => self.marker(entity).to_owned(),
-            Action::Hash => self.pseudonym(entity, value),
+            Action::Hash => self.pseudonym(entity, value, site),
             Action::Partial(keep) => {
                 let name = self.entity_name(entity);
                 let compact: String = value.chars().filter(|c| c.is_alphanumeric()).collect();
@@ -542,8 +550,12 @@ impl Engine {
     }
 
     /// `entity:<16 hex>`: HMAC-SHA256 over the entity name and the normalised value, so the
-    /// same address or email gives the same pseudonym however it was written.
-    fn pseudonym(&self, entity: usize, value: &str) -> String {
+    /// same address or email gives the same pseudonym however it was written. Memoised per
+    /// batch: one client address usually appears in many records (body and attributes).
+    fn pseudonym(&self, entity: usize, value: &str, site: &mut Site<'_, '_>) -> String {
+        if let Some(p) = site.collector.pseudonym(entity, value) {
+            return p.to_owned();
+        }
         let name = self.entity_name(entity);
         let normalised = normalise(name, value);
         let mut mac = self.mac.clone();
@@ -552,7 +564,9 @@ impl Engine {
         mac.update(normalised.as_bytes());
         let digest = mac.finalize().into_bytes();
         let hex = hex::encode(digest.get(..PSEUDONYM_HEX / 2).unwrap_or(&[]));
-        format!("{name}:{hex}")
+        let pseudonym = format!("{name}:{hex}");
+        site.collector.remember_pseudonym(entity, value, &pseudonym);
+        pseudonym
     }
 }
 

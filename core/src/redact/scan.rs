@@ -25,9 +25,9 @@ pub(super) struct Scanner {
     /// Per detector: its own regex, used only on a candidate to find the `value` group.
     captures: Vec<Option<regex::Regex>>,
     validators: Vec<Option<Validator>>,
-    /// Patterns after the detectors that only mark a string as worth a structural (JSON)
-    /// look; they never produce a hit.
-    detectors: usize,
+    /// Marks JSON worth a structural look even without a detector candidate (a denied key).
+    /// Kept out of `multi`: it is only asked about JSON, and would slow every other scan.
+    json_hint: Option<meta::Regex>,
 }
 
 /// Every pattern must compile on its own first, so errors name the detector; this only fails
@@ -40,29 +40,14 @@ pub struct ScannerError(String);
 pub(super) const PATTERN_SIZE_LIMIT: usize = 2 << 20;
 
 impl Scanner {
-    /// `patterns`: one per detector (with its validator), then the hint-only patterns.
+    /// `patterns`: one per detector, with its validator; `json_hint`: see the field.
     pub fn new(
         patterns: &[(String, Option<Validator>)],
-        hints: &[String],
+        json_hint: Option<&str>,
     ) -> Result<Self, ScannerError> {
-        let all: Vec<&str> = patterns
-            .iter()
-            .map(|(p, _)| p.as_str())
-            .chain(hints.iter().map(String::as_str))
-            .collect();
-        let multi = meta::Regex::builder()
-            .configure(
-                meta::Config::new()
-                    .match_kind(MatchKind::LeftmostFirst)
-                    .nfa_size_limit(Some(PATTERN_SIZE_LIMIT * all.len().max(1)))
-                    .hybrid_cache_capacity(8 << 20),
-            )
-            .syntax(syntax::Config::new())
-            .build_many(&all)
-            .map_err(|e| {
-                let detail = std::error::Error::source(&e).map(|s| format!(": {s}"));
-                ScannerError(format!("{e}{}", detail.unwrap_or_default()))
-            })?;
+        let all: Vec<&str> = patterns.iter().map(|(p, _)| p.as_str()).collect();
+        let multi = build(&all)?;
+        let json_hint = json_hint.map(|h| build(&[h])).transpose()?;
         let mut captures = Vec::with_capacity(patterns.len());
         for (pattern, _) in patterns {
             let re = regex::RegexBuilder::new(pattern)
@@ -76,14 +61,18 @@ impl Scanner {
             multi,
             captures,
             validators: patterns.iter().map(|(_, v)| *v).collect(),
-            detectors: patterns.len(),
+            json_hint,
         })
     }
 
-    /// Whether anything in `text` is worth a closer look: a detector candidate or a hint.
-    /// Most strings stop here.
+    /// Whether anything in `text` is worth a closer look. Most strings stop here.
     pub fn is_candidate(&self, text: &str) -> bool {
         self.multi.is_match(text)
+    }
+
+    /// [`Self::is_candidate`] for JSON text, where a denied key also counts.
+    pub fn is_json_candidate(&self, text: &str) -> bool {
+        self.multi.is_match(text) || self.json_hint.as_ref().is_some_and(|h| h.is_match(text))
     }
 
     /// The next validated hit at or after `from` from a detector that `enabled` accepts.
@@ -97,8 +86,7 @@ impl Scanner {
             let m = self.multi.search(&Input::new(text).range(from..))?;
             let detector = m.pattern().as_usize();
             let (start, end) = (m.start(), m.end());
-            if detector < self.detectors
-                && enabled(detector)
+            if enabled(detector)
                 && let Some(hit) = self.hit(text, detector, start, end)
             {
                 return Some(hit);
@@ -137,6 +125,24 @@ impl Scanner {
             value_end,
         })
     }
+}
+
+/// One leftmost-first automaton over `patterns` (lazy DFA with a generous cache, so scans stay
+/// in the DFA rather than falling back to slower engines).
+fn build(patterns: &[&str]) -> Result<meta::Regex, ScannerError> {
+    meta::Regex::builder()
+        .configure(
+            meta::Config::new()
+                .match_kind(MatchKind::LeftmostFirst)
+                .nfa_size_limit(Some(PATTERN_SIZE_LIMIT * patterns.len().max(1)))
+                .hybrid_cache_capacity(8 << 20),
+        )
+        .syntax(syntax::Config::new())
+        .build_many(patterns)
+        .map_err(|e| {
+            let detail = std::error::Error::source(&e).map(|s| format!(": {s}"));
+            ScannerError(format!("{e}{}", detail.unwrap_or_default()))
+        })
 }
 
 /// The byte offset of the character after the one at `at`.

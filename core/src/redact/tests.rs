@@ -717,3 +717,4 @@ proptest! {
         prop_assert_eq!(twice, once);
     }
 }
+

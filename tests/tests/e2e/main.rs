@@ -7,5 +7,6 @@ mod api;
 mod durability;
 mod harness;
 mod otlp;
+mod redaction;
 mod sdk;
 mod storage;

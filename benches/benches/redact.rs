@@ -1,0 +1,139 @@
+//! Criterion benchmarks of redaction: text throughput on log lines with and without PII, the
+//! scanning strategy it rests on (one multi-pattern automaton vs a `RegexSet` vs one regex per
+//! detector), and whole decoded batches. Numbers: BENCHMARKS.md.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use vigil_benches::corpus::{CorpusConfig, logs_requests, trace_requests};
+use vigil_core::decode::{decode_logs, decode_traces};
+use vigil_core::redact::{RedactionConfig, builtin_patterns, corpus};
+use vigil_core::{HashKey, Redactor};
+
+fn redactor() -> Redactor {
+    Redactor::new(&RedactionConfig::default(), HashKey::new(&[7; 32]).unwrap()).unwrap()
+}
+
+fn bytes(lines: &[String]) -> u64 {
+    lines.iter().map(|l| l.len() as u64).sum()
+}
+
+/// Log lines with no PII at all, and lines that each carry one planted value.
+fn corpora() -> (Vec<String>, Vec<String>) {
+    let clean = corpus::clean_log_lines(1, 4000);
+    let pii = corpus::pii_values(2, 100)
+        .iter()
+        .enumerate()
+        .map(|(i, p)| corpus::log_line(i as u64, p))
+        .collect();
+    (clean, pii)
+}
+
+fn text(c: &mut Criterion) {
+    let r = redactor();
+    let (clean, pii) = corpora();
+    let mut g = c.benchmark_group("redact_text");
+    for (name, lines) in [("clean_lines", &clean), ("pii_lines", &pii)] {
+        g.throughput(Throughput::Bytes(bytes(lines)));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                lines
+                    .iter()
+                    .map(|l| r.redact_str("svc", l).len())
+                    .sum::<usize>()
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Why one automaton: the same question ("does this line need a closer look?") asked three ways.
+fn strategy(c: &mut Criterion) {
+    let (clean, _) = corpora();
+    let patterns: Vec<&str> = builtin_patterns().map(|(_, p)| p).collect();
+    let multi = regex_automata::meta::Regex::new_many(&patterns).unwrap();
+    let set = regex::RegexSet::new(&patterns).unwrap();
+    let each: Vec<regex::Regex> = patterns
+        .iter()
+        .map(|p| regex::Regex::new(p).unwrap())
+        .collect();
+    let mut g = c.benchmark_group("redact_scan_strategy");
+    g.throughput(Throughput::Bytes(bytes(&clean)));
+    g.bench_function("meta_multi_pattern", |b| {
+        b.iter(|| clean.iter().filter(|l| multi.is_match(l.as_str())).count())
+    });
+    g.bench_function("meta_find_every_candidate", |b| {
+        b.iter(|| {
+            clean
+                .iter()
+                .map(|l| multi.find_iter(l.as_str()).count())
+                .sum::<usize>()
+        })
+    });
+    g.bench_function("regex_set", |b| {
+        b.iter(|| clean.iter().filter(|l| set.is_match(l)).count())
+    });
+    g.bench_function("regex_per_detector", |b| {
+        b.iter(|| {
+            clean
+                .iter()
+                .filter(|l| each.iter().any(|re| re.is_match(l)))
+                .count()
+        })
+    });
+    g.finish();
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Decoded 512-record batches from the load generator's corpus (realistic attributes, some
+/// client addresses and user agents), redacted whole.
+fn batches(c: &mut Criterion) {
+    let r = redactor();
+    let cfg = CorpusConfig {
+        requests: 16,
+        ..CorpusConfig::default()
+    };
+    let logs: Vec<_> = logs_requests(&cfg, now_ns())
+        .iter()
+        .map(|q| decode_logs(q, 1).unwrap().batch)
+        .collect();
+    let spans: Vec<_> = trace_requests(&cfg, now_ns())
+        .iter()
+        .map(|q| decode_traces(q, 1).unwrap().batch)
+        .collect();
+    let mut g = c.benchmark_group("redact_batch");
+    g.throughput(Throughput::Elements(cfg.records_per_request as u64));
+    // The decode step it follows, for scale: redaction cost as a share of decode+redact.
+    let requests = logs_requests(&cfg, now_ns());
+    let mut n = 0;
+    g.bench_function("decode_only_logs_512", |b| {
+        b.iter(|| {
+            n = (n + 1) % requests.len();
+            decode_logs(&requests[n], 1).unwrap()
+        })
+    });
+    for (name, input) in [("logs_512", &logs), ("spans_512", &spans)] {
+        let mut i = 0;
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    i = (i + 1) % input.len();
+                    input[i].clone()
+                },
+                |batch| r.apply(batch).unwrap(),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, text, strategy, batches);
+criterion_main!(benches);
