@@ -717,4 +717,3 @@ proptest! {
         prop_assert_eq!(twice, once);
     }
 }
-
