@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use arrow::array::{Array, AsArray, MapArray, StringArray};
+use arrow::array::{Array, AsArray, StringArray};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
@@ -14,6 +14,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use proptest::prelude::*;
 
 use super::*;
+use crate::decode::test_support::map_entries;
 use crate::decode::{decode_logs, decode_traces};
 
 fn key() -> HashKey {
@@ -329,20 +330,6 @@ fn json_bodies_are_walked_and_stay_valid_json() {
 
 fn kv(key: &str, value: &str) -> KeyValue {
     crate::decode::test_support::kv(key, Value::StringValue(value.into()))
-}
-
-fn map_entries(map: &MapArray, row: usize) -> Vec<(String, Option<String>)> {
-    let entries = map.value(row);
-    let keys = entries.column(0).as_string::<i32>();
-    let values = entries.column(1).as_string::<i32>();
-    (0..entries.len())
-        .map(|i| {
-            (
-                keys.value(i).to_owned(),
-                values.is_valid(i).then(|| values.value(i).to_owned()),
-            )
-        })
-        .collect()
 }
 
 fn logs_request(service: &str, records: Vec<LogRecord>) -> ExportLogsServiceRequest {
