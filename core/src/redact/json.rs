@@ -37,7 +37,8 @@ impl Engine {
         let trimmed = text.trim_start();
         let json = trimmed.starts_with('{') || trimmed.starts_with('[');
         if json {
-            if !self.scanner.is_json_candidate(text) {
+            // `\u0040` hides an `@` from the raw scan: escaped JSON is always walked.
+            if !text.contains("\\u") && !self.scanner.is_json_candidate(text) {
                 return None;
             }
         } else if !self.scanner.is_candidate(text) {

@@ -328,6 +328,12 @@ fn json_bodies_are_walked_and_stay_valid_json() {
     );
 }
 
+#[test]
+fn json_escapes_do_not_hide_values() {
+    let out = redact(r#"{"contact":"alice\u0040example.com"}"#);
+    assert!(out.starts_with(r#"{"contact":"email:"#), "{out}");
+}
+
 fn kv(key: &str, value: &str) -> KeyValue {
     crate::decode::test_support::kv(key, Value::StringValue(value.into()))
 }
