@@ -276,23 +276,26 @@ fn rebuild_map(
     let offsets = map.value_offsets();
     let first = offsets.first().copied().unwrap_or(0).max(0) as usize;
     let last = offsets.last().copied().unwrap_or(0).max(0) as usize;
-    let removed: HashSet<usize> = edits
+    // Keys only lose entries; values are also replaced. Both are sorted like `edits`.
+    let key_edits: Vec<(usize, Edit)> = edits
         .iter()
         .filter(|(_, e)| matches!(e, Edit::Remove))
-        .map(|(i, _)| *i)
+        .map(|(i, _)| (*i, Edit::Remove))
         .collect();
+    let mut removed = key_edits.iter().map(|(i, _)| *i).peekable();
     let mut lengths = Vec::with_capacity(map.len());
     for w in offsets.windows(2) {
         let (s, e) = match w {
             [s, e] => ((*s).max(0) as usize, (*e).max(0) as usize),
             _ => (0, 0),
         };
-        lengths.push((s..e).filter(|i| !removed.contains(i)).count());
+        let mut kept = e - s;
+        while removed.next_if(|&i| i < e).is_some() {
+            kept -= 1;
+        }
+        lengths.push(kept);
     }
     let new_values = apply_edits(values, first..last, edits);
-    let key_edits: Vec<(usize, Edit)> = removed.iter().map(|&i| (i, Edit::Remove)).collect();
-    let mut key_edits = key_edits;
-    key_edits.sort_by_key(|(i, _)| *i);
     let new_keys = apply_edits(keys, first..last, &key_edits);
     let entries = StructArray::try_new(
         entry_fields.clone(),

@@ -33,10 +33,6 @@ impl Findings {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-    /// Values redacted in total.
-    pub fn total(&self) -> u64 {
-        self.0.iter().map(|f| f.count).sum()
-    }
     /// Values of `entity` redacted, over all services.
     pub fn count(&self, entity: &str) -> u64 {
         self.0

@@ -97,18 +97,19 @@ impl Engine {
         site: &mut Site<'_, '_>,
     ) -> Change {
         match value {
-            Value::String(s) => self
-                .redact_scalar(s, policy, site)
-                .map_or(Change::None, |o| {
-                    match o {
-                        Outcome::Replaced(r) => *s = r,
-                        Outcome::Drop(entity) => return Change::Drop(entity),
-                    }
-                    Change::Changed
-                }),
+            Value::String(s) => {
+                self.redact_if_candidate(s, policy, site)
+                    .map_or(Change::None, |o| {
+                        match o {
+                            Outcome::Replaced(r) => *s = r,
+                            Outcome::Drop(entity) => return Change::Drop(entity),
+                        }
+                        Change::Changed
+                    })
+            }
             Value::Number(n) => {
                 let text = n.to_string();
-                match self.redact_scalar(&text, policy, site) {
+                match self.redact_if_candidate(&text, policy, site) {
                     None => Change::None,
                     Some(Outcome::Replaced(r)) => {
                         *value = Value::String(r);
@@ -185,19 +186,6 @@ impl Engine {
             }
             Value::Bool(_) | Value::Null => Change::None,
         }
-    }
-
-    /// A string or number inside JSON; `None` when it has nothing to redact.
-    fn redact_scalar(
-        &self,
-        text: &str,
-        policy: &Policy,
-        site: &mut Site<'_, '_>,
-    ) -> Option<Outcome> {
-        if !self.scanner.is_candidate(text) {
-            return None;
-        }
-        self.redact_text(text, policy, site)
     }
 }
 

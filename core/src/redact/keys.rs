@@ -47,10 +47,8 @@ pub(super) struct KeyRules {
 }
 
 impl KeyRules {
-    pub fn new<'a>(
-        deny: impl IntoIterator<Item = &'a String>,
-        allow: Option<&'a [String]>,
-    ) -> Self {
+    /// An empty `allow` means no allow-list.
+    pub fn new<'a>(deny: impl IntoIterator<Item = &'a String>, allow: &[String]) -> Self {
         let mut deny: Vec<Vec<String>> = deny
             .into_iter()
             .map(|k| words(k))
@@ -60,9 +58,7 @@ impl KeyRules {
         deny.dedup();
         Self {
             deny,
-            allow: allow
-                .filter(|a| !a.is_empty())
-                .map(|a| a.iter().cloned().collect()),
+            allow: (!allow.is_empty()).then(|| allow.iter().cloned().collect()),
         }
     }
 
@@ -120,7 +116,7 @@ mod tests {
         let deny: Vec<String> = ["password", "api_key", "token", "set-cookie"]
             .map(String::from)
             .to_vec();
-        let rules = KeyRules::new(&deny, None);
+        let rules = KeyRules::new(&deny, &[]);
         for key in [
             "password",
             "db.password",
@@ -145,7 +141,7 @@ mod tests {
     #[test]
     fn allow_list_drops_the_rest_but_keeps_the_service_name() {
         let allow = ["http.method".to_owned()];
-        let rules = KeyRules::new(&[], Some(&allow));
+        let rules = KeyRules::new(&[], &allow);
         assert_eq!(rules.decide("http.method"), KeyDecision::Keep);
         assert_eq!(rules.decide("service.name"), KeyDecision::Keep);
         assert_eq!(rules.decide("user.email"), KeyDecision::NotAllowed);

@@ -329,7 +329,6 @@ impl Engine {
             })
             .collect();
 
-        let default_keys = KeyRules::new(&config.keys.deny, Some(&config.keys.allow));
         let key_action = resolve_action(config.keys.action, 0);
         let policy = |settings: &[Setting], keys: KeyRules| Policy {
             actions: used
@@ -339,7 +338,10 @@ impl Engine {
             keys,
             key_action,
         };
-        let default_policy = policy(&global, default_keys.clone());
+        let default_policy = policy(
+            &global,
+            KeyRules::new(&config.keys.deny, &config.keys.allow),
+        );
         let services: HashMap<String, Policy> = per_service
             .iter()
             .filter_map(|(service, settings)| {
@@ -348,7 +350,7 @@ impl Engine {
                 let allow = o.allow_keys.as_deref().unwrap_or(&config.keys.allow);
                 Some((
                     (*service).clone(),
-                    policy(settings, KeyRules::new(deny, Some(allow))),
+                    policy(settings, KeyRules::new(deny, allow)),
                 ))
             })
             .collect();
@@ -499,16 +501,27 @@ impl Engine {
         })
     }
 
-    /// A text field that cannot be dropped (span name, status message, text body): a `drop`
-    /// finding masks the whole field.
-    fn redact_field(&self, text: &str, policy: &Policy, site: &mut Site<'_, '_>) -> Option<String> {
+    /// [`Self::redact_text`] behind the cheap whole-string test most strings stop at.
+    fn redact_if_candidate(
+        &self,
+        text: &str,
+        policy: &Policy,
+        site: &mut Site<'_, '_>,
+    ) -> Option<Outcome> {
         if !self.scanner.is_candidate(text) {
             return None;
         }
-        self.redact_text(text, policy, site).map(|o| match o {
-            Outcome::Replaced(r) => r,
-            Outcome::Drop(entity) => self.marker(entity).to_owned(),
-        })
+        self.redact_text(text, policy, site)
+    }
+
+    /// A text field that cannot be dropped (span name, status message, text body): a `drop`
+    /// finding masks the whole field.
+    fn redact_field(&self, text: &str, policy: &Policy, site: &mut Site<'_, '_>) -> Option<String> {
+        self.redact_if_candidate(text, policy, site)
+            .map(|o| match o {
+                Outcome::Replaced(r) => r,
+                Outcome::Drop(entity) => self.marker(entity).to_owned(),
+            })
     }
 
     /// The value of a denied key; `None` means drop the attribute.
