@@ -134,7 +134,7 @@ const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "password_assignment",
         pattern: r#"(?-u)\b(?:[A-Za-z0-9]{1,20}[_.\-]){0,3}(?i:password|passwd|pwd|passphrase)["']?[ \t]*[:=][ \t]*["']?(?P<value>(?u:[^\s"',;&}\]\[<>])(?u:[^\s"',;&}<>])*)"#,
-        validator: None,
+        validator: Some(Validator::Password),
         action: Mask,
         category: Secret,
     },

@@ -708,3 +708,20 @@ proptest! {
         prop_assert_eq!(twice, once);
     }
 }
+
+/// Regression: sudo's `PWD=/home/x` was masked as a password (and then raised a credential
+/// exposure alert), and Chrome's reduced user agent `Chrome/120.0.0.0` was hashed as an IPv4
+/// address.
+#[test]
+fn working_directories_and_browser_versions_are_not_secrets() {
+    for line in [
+        "sudo:    alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/id",
+        "OLDPWD=~/src PWD=/srv/app ./start.sh",
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+    ] {
+        assert_eq!(redact(line), line);
+    }
+    assert_redacted("login with PWD=hunter2x", "hunter2x", "[REDACTED:PASSWORD_ASSIGNMENT]");
+    assert_redacted("db password=/weird/but/real", "/weird/but/real", "[REDACTED:PASSWORD_ASSIGNMENT]");
+    assert!(redact("upstream http://10.0.0.0/health").contains("ipv4:"));
+}

@@ -29,10 +29,12 @@ pub enum Validator {
     Credential,
     /// A secret that looks random: long enough, varied enough.
     Entropy,
+    /// A password assignment that is not the shell's `PWD=`/`OLDPWD=` working directory.
+    Password,
 }
 
 impl Validator {
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 11] = [
         "luhn",
         "credit_card",
         "us_ssn",
@@ -43,6 +45,7 @@ impl Validator {
         "jwt",
         "credential",
         "entropy",
+        "password",
     ];
 
     pub fn parse(name: &str) -> Option<Self> {
@@ -57,6 +60,7 @@ impl Validator {
             "jwt" => Self::Jwt,
             "credential" => Self::Credential,
             "entropy" => Self::Entropy,
+            "password" => Self::Password,
             _ => return None,
         })
     }
@@ -83,6 +87,7 @@ impl Validator {
             Self::Jwt => jwt(value),
             Self::Credential => credential(value),
             Self::Entropy => high_entropy(value),
+            Self::Password => !working_directory(hay, start, value),
         }
     }
 }
@@ -177,10 +182,24 @@ fn in_hyphenated_token(hay: &str, start: usize, end: usize) -> bool {
     before || after
 }
 
+/// `PWD=/home/x` (sudo and shell logs): a directory, not a password.
+fn working_directory(hay: &str, start: usize, value: &str) -> bool {
+    let key = hay.get(..start).unwrap_or_default();
+    key.ends_with("PWD=") && (value.starts_with('/') || value.starts_with('~'))
+}
+
 fn ipv4(hay: &str, start: usize, end: usize) -> bool {
     let bytes = hay.as_bytes();
     // "1.2.3.4.5" and "v1.2.3.4" are version numbers, not addresses.
     let before = start.checked_sub(1).and_then(|i| bytes.get(i)).copied();
+    // Nor is "Chrome/120.0.0.0", the reduced user-agent version.
+    let before2 = start.checked_sub(2).and_then(|i| bytes.get(i)).copied();
+    if before == Some(b'/')
+        && before2.is_some_and(|b| b.is_ascii_alphabetic())
+        && hay.get(start..end).is_some_and(|v| v.ends_with(".0.0.0"))
+    {
+        return false;
+    }
     let after = bytes.get(end).copied();
     let after2 = bytes.get(end + 1).copied();
     if before.is_some_and(|b| b == b'.' || b == b']' || is_word_byte(b))
