@@ -6,24 +6,30 @@ use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::redact::Findings;
-use crate::schema::{logs_schema, spans_schema};
+use crate::schema::{alerts_schema, logs_schema, spans_schema};
 
-/// Which table a batch belongs to.
+/// Which table a batch belongs to: the two telemetry signals Vigil ingests, and the alerts the
+/// detector derives from them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Signal {
     Logs,
     Spans,
+    Alerts,
 }
 
 impl Signal {
-    pub const ALL: [Signal; 2] = [Signal::Logs, Signal::Spans];
+    /// Every table storage keeps.
+    pub const ALL: [Signal; 3] = [Signal::Logs, Signal::Spans, Signal::Alerts];
+    /// The signals that arrive over OTLP.
+    pub const TELEMETRY: [Signal; 2] = [Signal::Logs, Signal::Spans];
 
     /// Table name, also the `signal=` partition value and the metrics label.
     pub fn as_str(self) -> &'static str {
         match self {
             Signal::Logs => "logs",
             Signal::Spans => "spans",
+            Signal::Alerts => "alerts",
         }
     }
 
@@ -31,6 +37,7 @@ impl Signal {
         match self {
             Signal::Logs => logs_schema(),
             Signal::Spans => spans_schema(),
+            Signal::Alerts => alerts_schema(),
         }
     }
 
@@ -38,6 +45,7 @@ impl Signal {
         match s {
             "logs" => Some(Signal::Logs),
             "spans" => Some(Signal::Spans),
+            "alerts" => Some(Signal::Alerts),
             _ => None,
         }
     }

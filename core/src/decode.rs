@@ -145,6 +145,8 @@ impl Rejections {
             (Signal::Logs, _) => "log records",
             (Signal::Spans, 1) => "span",
             (Signal::Spans, _) => "spans",
+            (Signal::Alerts, 1) => "alert",
+            (Signal::Alerts, _) => "alerts",
         };
         let reasons: Vec<String> = Reason::ALL
             .iter()

@@ -112,6 +112,26 @@ static SPANS: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+static ALERTS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        // When the alert first fired; the partitioning time, so every row of one alert lands
+        // in the hour it started.
+        ts("time"),
+        ts("last_seen"),
+        Field::new("resolved_time", timestamp_type(), true),
+        utf8("status", false),
+        utf8("rule_id", false),
+        utf8("rule_title", false),
+        utf8("severity", false),
+        utf8("service", false),
+        utf8("fingerprint", false),
+        utf8("summary", false),
+        // JSON object: group values, observed vs baseline, sample ids.
+        utf8("details", false),
+        Field::new("count", DataType::UInt64, false),
+    ]))
+});
+
 /// Schema of the `logs` table.
 pub fn logs_schema() -> SchemaRef {
     LOGS.clone()
@@ -120,4 +140,9 @@ pub fn logs_schema() -> SchemaRef {
 /// Schema of the `spans` table.
 pub fn spans_schema() -> SchemaRef {
     SPANS.clone()
+}
+
+/// Schema of the `alerts` table: one row per alert state change (fired, resolved).
+pub fn alerts_schema() -> SchemaRef {
+    ALERTS.clone()
 }

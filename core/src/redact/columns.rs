@@ -37,6 +37,10 @@ fn role(signal: Signal, column: &str) -> Role {
         (Signal::Logs, "body") => Role::Body,
         (Signal::Logs, "event_name") | (Signal::Spans, "name" | "status_message") => Role::Text,
         (Signal::Spans, "events" | "links") => Role::Records,
+        // Alerts are built from redacted data; they pass the redactor again before storage so
+        // that nothing reaches disk without it.
+        (Signal::Alerts, "summary" | "rule_title") => Role::Text,
+        (Signal::Alerts, "details") => Role::Body,
         _ => Role::Keep,
     }
 }

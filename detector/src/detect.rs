@@ -1,0 +1,196 @@
+//! The detector: every redacted batch goes through Sigma rules, baselines, the service graph
+//! and exposure findings; their observations go through the alert state into `AlertEvent`s.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use vigil_core::RedactedBatch;
+use vigil_core::redact::Category;
+
+use crate::alert::{AlertEvent, AlertKey, AlertState, Candidate, Observation, Sample, Suppressed};
+use crate::baseline::Baselines;
+use crate::config::{DetectorConfig, ExposureConfig};
+use crate::fields::FieldMap;
+use crate::graph::ServiceGraph;
+use crate::sigma::{RuleSet, SigmaEngine};
+use crate::view::{BatchView, ViewError};
+
+/// Rule id of alerts raised for credentials found in telemetry.
+pub const EXPOSURE_RULE: &str = "exposure.secret_in_telemetry";
+
+/// What the detector holds between batches. Pure: `now_ns` is always passed in.
+pub struct Detector {
+    sigma: SigmaEngine,
+    baselines: Baselines,
+    graph: ServiceGraph,
+    exposure: ExposureConfig,
+    state: AlertState,
+}
+
+impl Detector {
+    /// A detector for `rules`; `config` must have passed [`DetectorConfig::validate`].
+    pub fn new(config: &DetectorConfig, rules: Arc<RuleSet>) -> Result<Self, Vec<String>> {
+        let problems = config.validate();
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let fields = FieldMap::new(&config.fields)?;
+        let sigma = SigmaEngine::new(rules, fields).map_err(|e| vec![e])?;
+        Ok(Self {
+            sigma,
+            baselines: Baselines::new(config.baselines.clone()),
+            graph: ServiceGraph::new(config.graph.clone()),
+            exposure: config.exposure.clone(),
+            state: AlertState::new(config.alerts.clone()),
+        })
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        self.sigma.rules()
+    }
+
+    /// Runs every detector over `batch`, received at `now_ns`.
+    pub fn process(
+        &mut self,
+        batch: &RedactedBatch,
+        now_ns: i64,
+    ) -> Result<Vec<AlertEvent>, ViewError> {
+        let view = BatchView::new(batch)?;
+        let mut observations = self.sigma.process(&view);
+        self.baselines.observe(&view, now_ns);
+        observations.extend(self.graph.observe(&view, now_ns));
+        if self.exposure.enabled {
+            observations.extend(exposures(&self.exposure, batch, &view));
+        }
+        Ok(self.state.observe(observations, now_ns))
+    }
+
+    /// Observations from outside the batch flow (scheduled SQL rules).
+    pub fn observe(&mut self, observations: Vec<Observation>, now_ns: i64) -> Vec<AlertEvent> {
+        self.state.observe(observations, now_ns)
+    }
+
+    /// Closes baseline buckets, expires graph joins, resolves quiet alerts. Call about once a
+    /// second.
+    pub fn tick(&mut self, now_ns: i64) -> Vec<AlertEvent> {
+        let mut observations = self.baselines.tick(now_ns);
+        observations.extend(self.graph.tick(now_ns));
+        let mut events = self.state.observe(observations, now_ns);
+        events.extend(self.state.tick(now_ns));
+        events
+    }
+
+    pub fn firing_count(&self) -> usize {
+        self.state.firing_count()
+    }
+
+    /// Observations dropped since the last call, per rule and reason.
+    pub fn take_suppressed(&mut self) -> Vec<(String, Suppressed, u64)> {
+        self.state.take_suppressed()
+    }
+}
+
+fn exposures(
+    config: &ExposureConfig,
+    batch: &RedactedBatch,
+    view: &BatchView<'_>,
+) -> Vec<Observation> {
+    let wanted = |c: Category| config.categories.iter().any(|w| w == c.as_str());
+    batch
+        .findings()
+        .iter()
+        .filter(|f| wanted(f.category))
+        .map(|f| {
+            let row = f.first_row.min(view.len().saturating_sub(1));
+            let mut details = Map::new();
+            details.insert("source".into(), Value::from("redaction"));
+            details.insert("entity".into(), Value::from(f.entity.as_ref()));
+            details.insert("category".into(), Value::from(f.category.as_str()));
+            details.insert("field".into(), Value::from(f.field.as_str()));
+            details.insert("values_in_batch".into(), Value::from(f.count));
+            let sample = (!view.is_empty()).then(|| Sample {
+                signal: view.signal().as_str(),
+                time_ns: view.time_ns(row),
+                trace_id: view
+                    .str(row, "trace_id")
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+                span_id: view
+                    .str(row, "span_id")
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            });
+            Observation::Fire(Candidate {
+                key: AlertKey::new(EXPOSURE_RULE, &f.service)
+                    .with_group("entity", f.entity.as_ref()),
+                rule_title: "Credential exposed in telemetry".into(),
+                severity: config.severity,
+                summary: format!(
+                    "{} found in {} of {} {} (redacted before storage; rotate it)",
+                    f.entity,
+                    f.field,
+                    f.service,
+                    view.signal()
+                ),
+                details,
+                time_ns: sample.as_ref().map_or(0, |s| s.time_ns),
+                sample,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{self, EventSpec};
+    use vigil_core::HashKey;
+    use vigil_core::redact::RedactionConfig;
+
+    const T0: i64 = 1_767_225_600_000_000_000;
+
+    fn redacted(events: &[EventSpec]) -> RedactedBatch {
+        let redactor = vigil_core::Redactor::new(
+            &RedactionConfig::default(),
+            HashKey::new(b"detector unit tests key").expect("key"),
+        )
+        .expect("redactor");
+        redactor
+            .apply(synthetic::batch(events, T0).expect("batch"))
+            .expect("redact")
+    }
+
+    fn detector() -> Detector {
+        let rules = Arc::new(RuleSet::load(&[]).expect("no rules"));
+        Detector::new(&DetectorConfig::default(), rules).expect("detector")
+    }
+
+    #[test]
+    fn a_credential_found_by_redaction_raises_one_alert_per_service_and_entity() {
+        let mut d = detector();
+        let batch = redacted(&[
+            EventSpec::log(
+                "billing",
+                "export with AWS_ACCESS_KEY_ID=AKIAZ7Q3X5LMN2P4R6T7",
+            ),
+            EventSpec::log("billing", "retry with AKIAZ7Q3X5LMN2P4R6T6"),
+            EventSpec::log("billing", "mail alice@example.com"),
+        ]);
+        let events = d.process(&batch, T0).expect("process");
+        let fired: Vec<_> = events
+            .iter()
+            .map(|e| (e.alert.rule_id.as_str(), e.alert.service.as_str()))
+            .collect();
+        assert_eq!(fired, [(EXPOSURE_RULE, "billing")], "{events:#?}");
+        let alert = &events[0].alert;
+        assert_eq!(alert.details["group"]["entity"], "aws_access_key_id");
+        assert!(!alert.details.to_string().contains("AKIAZ7Q3X5LMN2P4R6T7"));
+        assert!(
+            alert
+                .summary
+                .contains("aws_access_key_id found in body of billing logs"),
+            "{}",
+            alert.summary
+        );
+    }
+}

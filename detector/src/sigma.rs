@@ -1,0 +1,541 @@
+//! Sigma detection and correlation rules: loading with every problem reported (a rule Vigil
+//! cannot evaluate faithfully is refused, never half-run), and evaluation over batch rows.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use rsigma_eval::{CorrelationConfig, CorrelationEngine, EvaluationResult, ResultBody};
+use rsigma_parser::{
+    ConditionOperator, CorrelationCondition, CorrelationRule, CorrelationType, Detection, Level,
+    LogSource, Modifier, SigmaCollection, SigmaRule, parse_sigma_yaml,
+};
+use serde_json::{Map, Value};
+use vigil_core::Signal;
+
+use crate::alert::{AlertKey, Candidate, Observation, Sample, Severity};
+use crate::fields::{BatchEvents, FieldMap, PRODUCT, event_logsource};
+use crate::view::BatchView;
+
+/// Rule text and where it came from (a path, or `shipped:<file>`).
+#[derive(Debug, Clone)]
+pub struct RuleSource {
+    pub origin: String,
+    pub text: String,
+}
+
+/// Why a rule file or rule was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleProblem {
+    pub origin: String,
+    /// Rule title or id, when the problem is with one rule.
+    pub rule: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for RuleProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.rule {
+            Some(rule) => write!(f, "{}: rule `{rule}`: {}", self.origin, self.message),
+            None => write!(f, "{}: {}", self.origin, self.message),
+        }
+    }
+}
+
+/// What Vigil knows about a loaded rule, for alerts.
+#[derive(Debug, Clone)]
+pub struct RuleInfo {
+    pub id: String,
+    pub title: String,
+    pub severity: Severity,
+    pub origin: String,
+}
+
+/// A validated set of rules: parses, passes Vigil's checks and compiles.
+#[derive(Debug, Clone)]
+pub struct RuleSet {
+    collection: SigmaCollection,
+    /// Sigma `id` (or title) → info.
+    info: HashMap<String, RuleInfo>,
+}
+
+/// Correlation limits.
+const MAX_STATE_ENTRIES: usize = 100_000;
+const MAX_GROUP_ENTRIES: usize = 10_000;
+
+impl RuleSet {
+    /// Parses and checks every source; returns every problem found, or the rules.
+    pub fn load(sources: &[RuleSource]) -> Result<Self, Vec<RuleProblem>> {
+        let mut problems = Vec::new();
+        let mut collection = SigmaCollection::new();
+        let mut info = HashMap::new();
+        let mut seen: HashMap<String, String> = HashMap::new();
+        for source in sources {
+            let problem = |rule: Option<&str>, message: String| RuleProblem {
+                origin: source.origin.clone(),
+                rule: rule.map(str::to_owned),
+                message,
+            };
+            let parsed = match parse_sigma_yaml(&source.text) {
+                Ok(c) => c,
+                Err(e) => {
+                    problems.push(problem(None, format!("not valid Sigma: {e}")));
+                    continue;
+                }
+            };
+            problems.extend(parsed.errors.iter().map(|e| problem(None, e.clone())));
+            if !parsed.filters.is_empty() {
+                problems.push(problem(
+                    None,
+                    "filter documents are not supported; put exclusions in the rule's condition"
+                        .into(),
+                ));
+            }
+            for rule in &parsed.rules {
+                let key = rule_key(rule.id.as_deref(), rule.name.as_deref(), &rule.title);
+                for message in check_rule(rule) {
+                    problems.push(problem(Some(&key), message));
+                }
+                if let Err(e) = compile_alone(rule) {
+                    problems.push(problem(Some(&key), e));
+                }
+                register(&mut seen, &mut problems, &key, &source.origin);
+                info.insert(
+                    key.clone(),
+                    RuleInfo {
+                        id: key.clone(),
+                        title: rule.title.clone(),
+                        severity: severity(rule.level),
+                        origin: source.origin.clone(),
+                    },
+                );
+            }
+            for corr in &parsed.correlations {
+                let key = rule_key(corr.id.as_deref(), corr.name.as_deref(), &corr.title);
+                register(&mut seen, &mut problems, &key, &source.origin);
+                info.insert(
+                    key.clone(),
+                    RuleInfo {
+                        id: key.clone(),
+                        title: corr.title.clone(),
+                        severity: severity(corr.level),
+                        origin: source.origin.clone(),
+                    },
+                );
+            }
+            collection.rules.extend(parsed.rules);
+            collection
+                .correlations
+                .extend(parsed.correlations.into_iter().map(all_rules_for_temporal));
+        }
+        // rsigma links a detection to its correlations through the detection's `id`; a rule
+        // referenced by name alone would silently never feed the correlation.
+        for corr in &collection.correlations {
+            for reference in &corr.rules {
+                let unlinkable = collection
+                    .rules
+                    .iter()
+                    .any(|r| r.id.is_none() && r.name.as_deref() == Some(reference.as_str()));
+                if unlinkable {
+                    problems.push(RuleProblem {
+                        origin: "rules".into(),
+                        rule: Some(rule_key(corr.id.as_deref(), corr.name.as_deref(), &corr.title)),
+                        message: format!(
+                            "references rule `{reference}`, which has no `id`; correlated rules need one"
+                        ),
+                    });
+                }
+            }
+        }
+        // Correlations reference rules across files: compile the whole set once.
+        if problems.is_empty()
+            && let Err(e) = build_engine(&collection)
+        {
+            problems.push(RuleProblem {
+                origin: "rules".into(),
+                rule: None,
+                message: e,
+            });
+        }
+        if problems.is_empty() {
+            Ok(Self { collection, info })
+        } else {
+            Err(problems)
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.info.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.info.is_empty()
+    }
+    pub fn collection(&self) -> &SigmaCollection {
+        &self.collection
+    }
+    pub fn rules(&self) -> impl Iterator<Item = &RuleInfo> {
+        self.info.values()
+    }
+    pub fn info(&self, key: &str) -> Option<&RuleInfo> {
+        self.info.get(key)
+    }
+}
+
+/// Sigma says a temporal correlation without a condition needs every referenced rule within
+/// the timespan; rsigma 0.23 parses the missing condition as "at least one rule", which would
+/// fire on any single match. Spell the spec's meaning out.
+fn all_rules_for_temporal(mut corr: CorrelationRule) -> CorrelationRule {
+    let temporal = matches!(
+        corr.correlation_type,
+        CorrelationType::Temporal | CorrelationType::TemporalOrdered
+    );
+    if let CorrelationCondition::Threshold {
+        predicates,
+        field: None,
+        ..
+    } = &mut corr.condition
+        && temporal
+        && predicates.as_slice() == [(ConditionOperator::Gte, 1)]
+    {
+        let all = u64::try_from(corr.rules.len()).unwrap_or(u64::MAX);
+        *predicates = vec![(ConditionOperator::Gte, all)];
+    }
+    corr
+}
+
+fn register(
+    seen: &mut HashMap<String, String>,
+    problems: &mut Vec<RuleProblem>,
+    key: &str,
+    origin: &str,
+) {
+    if let Some(first) = seen.insert(key.to_owned(), origin.to_owned()) {
+        problems.push(RuleProblem {
+            origin: origin.to_owned(),
+            rule: Some(key.to_owned()),
+            message: format!("duplicate rule id, also defined in {first}"),
+        });
+    }
+}
+
+/// The id alerts carry: the Sigma `id`, else `name`, else the title.
+pub(crate) fn rule_key(id: Option<&str>, name: Option<&str>, title: &str) -> String {
+    id.or(name).unwrap_or(title).to_owned()
+}
+
+fn severity(level: Option<Level>) -> Severity {
+    match level {
+        Some(Level::Informational) => Severity::Info,
+        Some(Level::Low) => Severity::Low,
+        None | Some(Level::Medium) => Severity::Medium,
+        Some(Level::High) => Severity::High,
+        Some(Level::Critical) => Severity::Critical,
+    }
+}
+
+/// Vigil's own checks: the logsource must be one Vigil produces, and features whose meaning
+/// depends on a backend pipeline Vigil does not have are refused.
+fn check_rule(rule: &SigmaRule) -> Vec<String> {
+    let mut problems = Vec::new();
+    let ls: &LogSource = &rule.logsource;
+    if let Some(product) = &ls.product
+        && !product.eq_ignore_ascii_case(PRODUCT)
+    {
+        problems.push(format!(
+            "logsource product `{product}` is not produced by Vigil (use `{PRODUCT}` or leave it out)"
+        ));
+    }
+    if let Some(category) = &ls.category
+        && Signal::TELEMETRY
+            .iter()
+            .all(|s| !s.as_str().eq_ignore_ascii_case(category))
+    {
+        problems.push(format!(
+            "logsource category `{category}` is not a Vigil signal (use `logs` or `spans`)"
+        ));
+    }
+    for custom in ls.custom.keys() {
+        problems.push(format!(
+            "logsource field `{custom}` is not supported (only product, category, service)"
+        ));
+    }
+    let mut modifiers = HashSet::new();
+    for detection in rule.detection.named.values() {
+        collect_modifiers(detection, &mut modifiers);
+    }
+    if modifiers.contains(&Modifier::Expand) {
+        problems.push(
+            "the `expand` modifier needs placeholder values, which Vigil does not define".into(),
+        );
+    }
+    if rule.detection.timeframe.is_some() {
+        problems.push(
+            "`timeframe` is the deprecated Sigma v1 aggregation; write a correlation rule".into(),
+        );
+    }
+    problems
+}
+
+fn collect_modifiers(detection: &Detection, out: &mut HashSet<Modifier>) {
+    match detection {
+        Detection::AllOf(items) => {
+            for item in items {
+                out.extend(item.field.modifiers.iter().copied());
+            }
+        }
+        Detection::AnyOf(inner) | Detection::And(inner) => {
+            for d in inner {
+                collect_modifiers(d, out);
+            }
+        }
+        Detection::ArrayMatch { body, .. } => collect_modifiers(body, out),
+        Detection::Conditional { named, .. } => {
+            for d in named.values() {
+                collect_modifiers(d, out);
+            }
+        }
+        Detection::Keywords(_) => {}
+    }
+}
+
+/// Compiles one rule on its own, to attribute compile errors to the right rule.
+fn compile_alone(rule: &SigmaRule) -> Result<(), String> {
+    let mut engine = rsigma_eval::Engine::new();
+    engine.add_rule(rule).map_err(|e| e.to_string())
+}
+
+fn build_engine(collection: &SigmaCollection) -> Result<CorrelationEngine, String> {
+    let config = CorrelationConfig {
+        max_state_entries: MAX_STATE_ENTRIES,
+        max_group_entries: Some(MAX_GROUP_ENTRIES),
+        // Rules that only feed correlations do not alert on their own (Sigma `generate`).
+        emit_detections: false,
+        ..CorrelationConfig::default()
+    };
+    let mut engine = CorrelationEngine::new(config);
+    engine
+        .add_collection(collection)
+        .map_err(|e| e.to_string())?;
+    Ok(engine)
+}
+
+/// Evaluates a rule set over batches, keeping correlation windows between them.
+pub struct SigmaEngine {
+    rules: Arc<RuleSet>,
+    fields: FieldMap,
+    engine: CorrelationEngine,
+    /// Ids of detection rules that only feed correlations (Sigma `generate: false`). rsigma
+    /// 0.23 filters these only when referenced by id, so Vigil filters them itself.
+    correlation_only: HashSet<String>,
+}
+
+impl SigmaEngine {
+    pub fn new(rules: Arc<RuleSet>, fields: FieldMap) -> Result<Self, String> {
+        let engine = build_engine(&rules.collection)?;
+        let collection = &rules.collection;
+        let correlation_only = collection
+            .rules
+            .iter()
+            .filter(|r| {
+                collection.correlations.iter().any(|c| {
+                    !c.generate
+                        && c.rules.iter().any(|reference| {
+                            r.id.as_deref() == Some(reference.as_str())
+                                || r.name.as_deref() == Some(reference.as_str())
+                        })
+                })
+            })
+            .map(|r| rule_key(r.id.as_deref(), r.name.as_deref(), &r.title))
+            .collect();
+        Ok(Self {
+            rules,
+            fields,
+            engine,
+            correlation_only,
+        })
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// Runs every rule over every row; returns what matched, one observation per match.
+    pub fn process(&mut self, view: &BatchView<'_>) -> Vec<Observation> {
+        let mut out = Vec::new();
+        if self.rules.is_empty() {
+            return out;
+        }
+        let events = BatchEvents::new(view, &self.fields);
+        let signal = view.signal();
+        let mut logsource = event_logsource(signal, "");
+        for row in 0..view.len() {
+            let service = view.service(row);
+            if logsource.service.as_deref() != Some(service) {
+                logsource = event_logsource(signal, service);
+            }
+            let event = events.row(row);
+            let detections = self
+                .engine
+                .engine()
+                .evaluate_with_logsource(&event, &logsource);
+            let has_correlations = self.engine.correlation_rule_count() > 0;
+            let results = if has_correlations {
+                let secs = view.time_ns(row).div_euclid(1_000_000_000);
+                self.engine
+                    .process_with_detections(&event, detections, secs)
+            } else {
+                detections
+            };
+            for result in results {
+                if result.is_detection()
+                    && result
+                        .header
+                        .rule_id
+                        .as_ref()
+                        .is_some_and(|id| self.correlation_only.contains(id))
+                {
+                    continue;
+                }
+                out.push(Observation::Fire(self.candidate(&result, view, row)));
+            }
+        }
+        out
+    }
+
+    /// Ids of the detection rules matching any row, without correlation (test events use
+    /// this: a rule that only feeds a correlation emits nothing on its own).
+    pub fn detections(&self, view: &BatchView<'_>) -> Vec<String> {
+        let events = BatchEvents::new(view, &self.fields);
+        let mut out = Vec::new();
+        for row in 0..view.len() {
+            let logsource = event_logsource(view.signal(), view.service(row));
+            for result in self
+                .engine
+                .engine()
+                .evaluate_with_logsource(&events.row(row), &logsource)
+            {
+                let header = &result.header;
+                out.push(rule_key(
+                    header.rule_id.as_deref(),
+                    None,
+                    &header.rule_title,
+                ));
+            }
+        }
+        out
+    }
+
+    fn candidate(&self, result: &EvaluationResult, view: &BatchView<'_>, row: usize) -> Candidate {
+        let header = &result.header;
+        let key = rule_key(header.rule_id.as_deref(), None, &header.rule_title);
+        let info = self.rules.info(&key);
+        let service = view.service(row);
+        let mut details = Map::new();
+        details.insert("source".into(), Value::from("sigma"));
+        if !header.tags.is_empty() {
+            details.insert("tags".into(), Value::from(header.tags.clone()));
+        }
+        let mut alert_key = AlertKey::new(&key, service);
+        let summary = match &result.body {
+            ResultBody::Detection(d) => {
+                details.insert(
+                    "matched_selections".into(),
+                    Value::from(d.matched_selections.clone()),
+                );
+                let matched: Map<String, Value> = d
+                    .matched_fields
+                    .iter()
+                    .map(|m| (m.field.clone(), m.value.clone()))
+                    .collect();
+                details.insert("matched_fields".into(), Value::Object(matched));
+                format!("{} ({} in {service})", header.rule_title, view.signal())
+            }
+            ResultBody::Correlation(c) => {
+                for (name, value) in &c.group_key {
+                    alert_key = alert_key.with_group(name, value);
+                }
+                details.insert(
+                    "correlation_type".into(),
+                    Value::from(format!("{:?}", c.correlation_type)),
+                );
+                details.insert("aggregated_value".into(), Value::from(c.aggregated_value));
+                details.insert("timespan_seconds".into(), Value::from(c.timespan_secs));
+                let group = c
+                    .group_key
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!(
+                    "{}: {} within {}s{}",
+                    header.rule_title,
+                    c.aggregated_value,
+                    c.timespan_secs,
+                    if group.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({group})")
+                    }
+                )
+            }
+        };
+        Candidate {
+            key: alert_key,
+            rule_title: header.rule_title.clone(),
+            severity: info.map_or_else(|| severity(header.level), |i| i.severity),
+            summary,
+            details,
+            time_ns: view.time_ns(row),
+            sample: Some(Sample {
+                signal: view.signal().as_str(),
+                time_ns: view.time_ns(row),
+                trace_id: view
+                    .str(row, "trace_id")
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+                span_id: view
+                    .str(row, "span_id")
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            }),
+        }
+    }
+}
+
+/// Ids of the rules in `rules` that have no test events of the given expectation.
+pub fn rules_without(rules: &RuleSet, expect: rsigma_parser::Expect) -> Vec<String> {
+    let mut with: HashSet<String> = HashSet::new();
+    for rule in &rules.collection.rules {
+        if let Ok(list) = rsigma_parser::exemplars(rule)
+            && list.iter().any(|e| e.expect == expect)
+        {
+            with.insert(rule_key(
+                rule.id.as_deref(),
+                rule.name.as_deref(),
+                &rule.title,
+            ));
+        }
+    }
+    for rule in &rules.collection.correlations {
+        if let Ok(list) = rsigma_parser::correlation_exemplars(rule)
+            && list.iter().any(|e| e.expect == expect)
+        {
+            with.insert(rule_key(
+                rule.id.as_deref(),
+                rule.name.as_deref(),
+                &rule.title,
+            ));
+        }
+    }
+    let mut without: Vec<String> = rules
+        .info
+        .keys()
+        .filter(|k| !with.contains(*k))
+        .cloned()
+        .collect();
+    without.sort();
+    without
+}
+
+#[cfg(test)]
+#[path = "sigma_tests.rs"]
+mod tests;
