@@ -22,6 +22,7 @@ use datafusion::execution::context::{SessionConfig, SessionContext, SessionState
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::logical_expr::LogicalPlan;
 use futures::StreamExt;
 use vigil_core::Signal;
 
@@ -144,43 +145,24 @@ impl QueryEngine {
     /// Dropping the returned future cancels the query.
     pub async fn execute(&self, sql: &str) -> Result<QueryResult, QueryError> {
         let started = Instant::now();
-        match tokio::time::timeout(self.config.timeout, self.run(sql, started)).await {
-            Ok(result) => result,
+        let ctx = self.session()?;
+        let (sql, limit) = (sql.to_owned(), self.config.max_result_rows);
+        // The query runs as a task of its own so that the answer to a query over its time
+        // limit is immediate: a CPU-bound operator may take a while to reach a point where it
+        // notices it was cancelled, and the caller should not wait for that.
+        let task = tokio::spawn(async move { run(&ctx, &sql, limit, started).await });
+        let _cancel_on_drop = AbortOnDrop(task.abort_handle());
+        match tokio::time::timeout(self.config.timeout, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(QueryError::Internal(format!("query task failed: {e}"))),
             Err(_) => Err(QueryError::Timeout(self.config.timeout)),
         }
     }
 
-    async fn run(&self, sql: &str, started: Instant) -> Result<QueryResult, QueryError> {
+    /// Parses and plans `sql` without running it: what `execute` would refuse up front.
+    pub async fn check(&self, sql: &str) -> Result<(), QueryError> {
         let ctx = self.session()?;
-        let state = ctx.state();
-        let dialect = state.config().options().sql_parser.dialect;
-        let statement = state.sql_to_statement(sql, &dialect).map_err(classify)?;
-        guard::check_statement(&statement).map_err(QueryError::Refused)?;
-        let plan = state.statement_to_plan(statement).await.map_err(classify)?;
-        guard::check_plan(&plan).map_err(QueryError::Refused)?;
-
-        let frame = ctx.execute_logical_plan(plan).await.map_err(classify)?;
-        let mut stream = frame.execute_stream().await.map_err(classify)?;
-        let schema = stream.schema();
-        let limit = self.config.max_result_rows;
-        let mut rows = 0usize;
-        let mut batches = Vec::new();
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(classify)?;
-            rows = rows.saturating_add(batch.num_rows());
-            if rows > limit {
-                // Dropping the stream stops the scan.
-                return Err(QueryError::TooLarge { limit });
-            }
-            if batch.num_rows() > 0 {
-                batches.push(batch);
-            }
-        }
-        Ok(QueryResult {
-            schema,
-            batches,
-            elapsed: started.elapsed(),
-        })
+        plan(&ctx, sql).await.map(drop)
     }
 
     /// A session for one query: the shared tables and caches with a memory pool of its own.
@@ -199,6 +181,55 @@ impl QueryEngine {
             .build();
         Ok(SessionContext::new_with_state(state))
     }
+}
+
+/// Aborts the query task when the caller goes away (timeout, client disconnect).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn plan(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan, QueryError> {
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let statement = state.sql_to_statement(sql, &dialect).map_err(classify)?;
+    guard::check_statement(&statement).map_err(QueryError::Refused)?;
+    let plan = state.statement_to_plan(statement).await.map_err(classify)?;
+    guard::check_plan(&plan).map_err(QueryError::Refused)?;
+    Ok(plan)
+}
+
+async fn run(
+    ctx: &SessionContext,
+    sql: &str,
+    limit: usize,
+    started: Instant,
+) -> Result<QueryResult, QueryError> {
+    let plan = plan(ctx, sql).await?;
+    let frame = ctx.execute_logical_plan(plan).await.map_err(classify)?;
+    let mut stream = frame.execute_stream().await.map_err(classify)?;
+    let schema = stream.schema();
+    let mut rows = 0usize;
+    let mut batches = Vec::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(classify)?;
+        rows = rows.saturating_add(batch.num_rows());
+        if rows > limit {
+            // Dropping the stream stops the scan.
+            return Err(QueryError::TooLarge { limit });
+        }
+        if batch.num_rows() > 0 {
+            batches.push(batch);
+        }
+    }
+    Ok(QueryResult {
+        schema,
+        batches,
+        elapsed: started.elapsed(),
+    })
 }
 
 /// Sorts DataFusion's errors into what the analyst did wrong and what went wrong inside.
