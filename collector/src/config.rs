@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use vigil_core::Redactor;
 use vigil_core::redact::RedactionConfig;
+use vigil_detector::DetectorConfig;
 
 /// The only config version this build understands.
 pub const CONFIG_VERSION: u32 = 1;
@@ -24,6 +25,7 @@ pub struct RawConfig {
     pub retention: RetentionConfig,
     pub query: QueryConfig,
     pub redaction: RedactionConfig,
+    pub detector: DetectorConfig,
 }
 
 impl Default for RawConfig {
@@ -36,6 +38,7 @@ impl Default for RawConfig {
             retention: RetentionConfig::default(),
             query: QueryConfig::default(),
             redaction: RedactionConfig::default(),
+            detector: DetectorConfig::default(),
         }
     }
 }
@@ -308,6 +311,7 @@ impl RawConfig {
         if let Err(e) = Redactor::check(redaction) {
             problems.extend(e.0);
         }
+        problems.extend(self.detector.validate());
         if problems.is_empty() {
             Ok(Config(self))
         } else {

@@ -1,12 +1,14 @@
-//! The `vigil` command: run the pipeline, query it, check a config.
+//! The `vigil` command: run the pipeline, query it, check a config, test rules.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use vigil_collector::config::{Config, RawConfig};
+use vigil_collector::detection;
 use vigil_collector::query::{self, OutputFormat, QueryEngine, QueryResult};
 use vigil_collector::storage;
 use vigil_collector::topology::Topology;
@@ -45,8 +47,26 @@ enum Command {
         format: CliFormat,
         sql: String,
     },
-    /// Validate a config file; print every problem and exit non-zero if there are any.
+    /// Validate a config file and the rules it loads; print every problem and exit non-zero
+    /// if there are any.
     CheckConfig { file: PathBuf },
+    /// Work with Sigma rules.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Run the test events embedded in rules (`rsigma.exemplars`) through decoding, redaction
+    /// and evaluation. Without DIR, tests the shipped rules.
+    Test {
+        dir: Option<PathBuf>,
+        /// Use this config's redaction and field mapping (embedded defaults otherwise).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -69,6 +89,9 @@ fn main() -> ExitCode {
             sql,
         } => run_query(url, data_dir, format, &sql),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Rules {
+            command: RulesCommand::Test { dir, config },
+        } => rules_test(dir.as_deref(), config.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -204,7 +227,91 @@ async fn query_url(url: &str, sql: &str) -> anyhow::Result<QueryResult> {
 }
 
 fn check_config(file: &Path) -> anyhow::Result<()> {
-    RawConfig::load(file)?.validate()?;
-    println!("{}: ok", file.display());
+    let config = RawConfig::load(file)?.validate()?;
+    let rules = detection::load_rules(&config.detector).map_err(|problems| {
+        anyhow::anyhow!(
+            "invalid rules:\n{}",
+            problems
+                .iter()
+                .map(|p| format!("  - {p}\n"))
+                .collect::<String>()
+        )
+    })?;
+    runtime()?.block_on(async {
+        let catalog = Arc::new(vigil_collector::storage::catalog::Catalog::new());
+        let engine = QueryEngine::new(catalog, config.query.clone())?;
+        detection::check_sql_rules(&config.detector.sql, &engine)
+            .await
+            .map_err(|p| {
+                anyhow::anyhow!(
+                    "invalid scheduled sql rules:\n{}",
+                    p.iter().map(|p| format!("  - {p}\n")).collect::<String>()
+                )
+            })
+    })?;
+    println!("{}: ok ({} rules)", file.display(), rules.len());
+    Ok(())
+}
+
+fn rules_test(dir: Option<&Path>, config_path: Option<&Path>) -> anyhow::Result<()> {
+    let config = load_config(config_path)?;
+    let mut detector = config.detector.clone();
+    if let Some(dir) = dir {
+        detector.shipped_rules = false;
+        detector.rule_dirs = vec![dir.to_path_buf()];
+    }
+    let rules = detection::load_rules(&detector).map_err(|problems| {
+        anyhow::anyhow!(
+            "invalid rules:\n{}",
+            problems
+                .iter()
+                .map(|p| format!("  - {p}\n"))
+                .collect::<String>()
+        )
+    })?;
+    let rules = std::sync::Arc::new(rules);
+    let fields = vigil_detector::fields::FieldMap::new(&detector.fields)
+        .map_err(|p| anyhow::anyhow!("invalid field mapping: {}", p.join("; ")))?;
+    // Test events pass the configured redaction, as live traffic does; a throwaway key
+    // suffices because pseudonyms are only compared within one run.
+    let key = vigil_core::HashKey::new(b"vigil rules test: throwaway key")
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let redactor = vigil_core::Redactor::new(&config.redaction, key)?;
+    let results = vigil_detector::ruletest::run(&rules, &fields, &redactor);
+    let mut failed = 0;
+    for r in &results {
+        match &r.failure {
+            None => println!("ok    {} [{}] {}", r.rule, r.expect, r.name),
+            Some(why) => {
+                failed += 1;
+                println!(
+                    "FAIL  {} [{}] {} ({}): {why}",
+                    r.rule, r.expect, r.name, r.origin
+                );
+            }
+        }
+    }
+    let mut untested = Vec::new();
+    for expect in [
+        vigil_detector::ruletest::Expect::Match,
+        vigil_detector::ruletest::Expect::NoMatch,
+    ] {
+        for rule in vigil_detector::sigma::rules_without(&rules, expect) {
+            untested.push(format!("{rule} has no `{expect}` test event"));
+        }
+    }
+    for u in &untested {
+        println!("MISS  {u}");
+    }
+    println!(
+        "{} rules, {} test events: {} passed, {failed} failed, {} missing",
+        rules.len(),
+        results.len(),
+        results.len() - failed,
+        untested.len()
+    );
+    if failed > 0 || !untested.is_empty() {
+        bail!("rule tests failed");
+    }
     Ok(())
 }

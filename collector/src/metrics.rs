@@ -56,6 +56,17 @@ pub struct Metrics {
     pub query_duration: HistogramVec,
     /// Values redacted, by entity, category and (capped) service.
     pub redactions: IntCounterVec,
+    /// Alerts that started firing, by rule and severity (rule ids come from the loaded rule
+    /// set and Vigil's fixed detectors, so the label set is bounded).
+    pub alerts: IntCounterVec,
+    pub alerts_firing: IntGauge,
+    /// Observations that did not open an alert, by rule and reason.
+    pub alerts_suppressed: IntCounterVec,
+    /// Batches that skipped detection because the detector was behind.
+    pub detector_skipped_batches: IntCounterVec,
+    pub detector_duration: HistogramVec,
+    /// Alert state changes that could not be written to the `alerts` table.
+    pub alert_write_failures: prometheus::IntCounter,
     services: ServiceLabels,
 }
 
@@ -114,6 +125,13 @@ impl Metrics {
         let wal_bytes =
             IntGauge::new("vigil_wal_bytes", "Bytes in WAL segments not yet compacted")?;
         registry.register(Box::new(wal_bytes.clone()))?;
+        let alerts_firing = IntGauge::new("vigil_alerts_firing", "Alerts firing now")?;
+        registry.register(Box::new(alerts_firing.clone()))?;
+        let alert_write_failures = prometheus::IntCounter::new(
+            "vigil_alert_write_failures_total",
+            "Alert state changes that could not be written to the alerts table",
+        )?;
+        registry.register(Box::new(alert_write_failures.clone()))?;
         Ok(Self {
             received_records: counter(
                 "vigil_received_records_total",
@@ -180,6 +198,31 @@ impl Metrics {
                 "Values redacted before storage, by entity, category and service",
                 &["entity", "category", "service"],
             )?,
+            alerts: counter(
+                "vigil_alerts_total",
+                "Alerts that started firing",
+                &["rule_id", "severity"],
+            )?,
+            alerts_firing,
+            alerts_suppressed: counter(
+                "vigil_alerts_suppressed_total",
+                "Detections that did not open an alert (flapping, rate cap, capacity)",
+                &["rule_id", "reason"],
+            )?,
+            detector_skipped_batches: counter(
+                "vigil_detector_skipped_batches_total",
+                "Stored batches that skipped detection because the detector queue was full",
+                &["signal"],
+            )?,
+            detector_duration: histogram(
+                "vigil_detector_batch_duration_seconds",
+                "Time to run every detector over one batch",
+                &["signal"],
+                vec![
+                    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                ],
+            )?,
+            alert_write_failures,
             services: ServiceLabels {
                 seen: Default::default(),
             },

@@ -11,6 +11,7 @@ use vigil_core::decode::{DecodeError, Decoded, decode_logs, decode_traces};
 use vigil_core::{Redactor, Signal};
 
 use crate::config::IngestConfig;
+use crate::detection::DetectorHandle;
 use crate::error::IngestError;
 use crate::metrics::{Metrics, RejectReason};
 use crate::storage::{AppendError, Appender};
@@ -60,6 +61,7 @@ pub struct IngestHandle {
 
 struct Inner {
     appender: Appender,
+    detector: DetectorHandle,
     redactor: Redactor,
     metrics: Metrics,
     /// Requests between arrival and acknowledgement; bounds the memory ingest can hold.
@@ -70,6 +72,7 @@ struct Inner {
 impl IngestHandle {
     pub fn new(
         appender: Appender,
+        detector: DetectorHandle,
         redactor: Redactor,
         metrics: Metrics,
         config: &IngestConfig,
@@ -77,6 +80,7 @@ impl IngestHandle {
         Self {
             inner: Arc::new(Inner {
                 appender,
+                detector,
                 redactor,
                 metrics,
                 in_flight: Arc::new(Semaphore::new(config.max_in_flight_requests)),
@@ -179,6 +183,8 @@ impl IngestHandle {
 
         let rows = batch.num_rows();
         if rows > 0 {
+            // Detection sees what was stored, and never holds up the acknowledgement.
+            let for_detector = batch.clone();
             inner.appender.append(batch).await.map_err(|e| match e {
                 AppendError::Overloaded => refuse(
                     RejectReason::Overloaded,
@@ -189,6 +195,7 @@ impl IngestHandle {
                     IngestError::unavailable(msg, inner.retry_after),
                 ),
             })?;
+            inner.detector.offer(for_detector);
         }
         let labels = [signal.as_str(), transport.as_str()];
         metrics

@@ -4,10 +4,12 @@
 //! ```text
 //! OTLP/gRPC ─┐
 //! OTLP/HTTP ─┴─▶ IngestHandle: decode (Arrow) ─▶ redact ─▶ WAL writer ─▶ catalog ◀─ SQL / API
-//!                                                              └─▶ compactor ─▶ Parquet ─▶ retention
+//!                                                   │          └─▶ compactor ─▶ Parquet ─▶ retention
+//!                                                   └─▶ detector thread ─▶ alerts ─▶ redact ─▶ WAL (`alerts`)
 //! ```
-//! Shutdown: stop accepting, finish in-flight requests (their appends are still served), then
-//! close storage: the WAL writer drains its queue and fsyncs, queued compactions finish.
+//! Shutdown: stop accepting, finish in-flight requests (their appends are still served), let
+//! the detector finish its queue and write its alerts, then close storage: the WAL writer
+//! drains its queue and fsyncs, queued compactions finish.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use vigil_core::Redactor;
 
 use crate::api;
 use crate::config::Config;
+use crate::detection::{self, DetectorStage};
 use crate::metrics::Metrics;
 use crate::pipeline::IngestHandle;
 use crate::query::QueryEngine;
@@ -42,6 +45,7 @@ pub struct Topology {
     pub metrics: Metrics,
     config: Config,
     storage: Storage,
+    detector: DetectorStage,
     stop: watch::Sender<bool>,
     servers: JoinSet<anyhow::Result<()>>,
 }
@@ -69,13 +73,29 @@ impl Topology {
                 })?
         };
         let redactor = build_redactor(&config)?;
+        let rules = detection::load_rules(&config.detector).map_err(|problems| {
+            anyhow::anyhow!("invalid detection rules:\n  - {}", problems.join("\n  - "))
+        })?;
+        let detector = DetectorStage::start(
+            &config.detector,
+            rules,
+            redactor.clone(),
+            storage.appender(),
+            metrics.clone(),
+        )?;
         let ingest = IngestHandle::new(
             storage.appender(),
+            detector.handle(),
             redactor,
             metrics.clone(),
             &config.ingest,
         );
         let engine = Arc::new(QueryEngine::new(storage.catalog(), config.query.clone())?);
+        detection::check_sql_rules(&config.detector.sql, &engine)
+            .await
+            .map_err(|p| {
+                anyhow::anyhow!("invalid scheduled sql rules:\n  - {}", p.join("\n  - "))
+            })?;
 
         let grpc = bind(config.server.grpc_addr, "server.grpc_addr").await?;
         let http = bind(config.server.http_addr, "server.http_addr").await?;
@@ -101,6 +121,13 @@ impl Topology {
         }
         let http_app = receiver::http_router(ingest.clone(), &config.ingest, metrics.clone());
         servers.spawn(serve_http(http, http_app, stopped.clone(), "otlp/http"));
+        detection::spawn_sql_rules(
+            &config.detector.sql,
+            engine.clone(),
+            detector.handle(),
+            stopped.clone(),
+            &mut servers,
+        );
         let api_app = api::router(engine, ingest, metrics.clone());
         servers.spawn(serve_http(api, api_app, stopped, "api"));
 
@@ -110,6 +137,7 @@ impl Topology {
             metrics,
             config,
             storage,
+            detector,
             stop,
             servers,
         })
@@ -136,6 +164,10 @@ impl Topology {
             tracing::warn!("in-flight requests did not finish in time; closing storage anyway");
             self.servers.abort_all();
         }
+        let detector = self.detector;
+        tokio::task::spawn_blocking(move || detector.close())
+            .await
+            .context("detector close task failed")?;
         let storage = self.storage;
         tokio::task::spawn_blocking(move || storage.close())
             .await

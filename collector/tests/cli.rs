@@ -117,3 +117,98 @@ fn query_refuses_writes() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn rules_test_runs_the_shipped_rules_and_reports_each_case() {
+    let out = vigil().args(["rules", "test"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "ok    4f7c1d52-8a3e-4c0b-9d6e-1b2a3c4d5e01 [match] tautology in query string"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains(" 0 failed, 0 missing"), "{stdout}");
+}
+
+#[test]
+fn rules_test_fails_on_a_wrong_expectation_and_a_missing_case() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("r.yml"),
+        r#"
+title: Admin path
+id: admin-path
+logsource:
+  product: opentelemetry
+detection:
+  s:
+    url.path|startswith: /admin
+  condition: s
+rsigma.exemplars:
+  - name: admin but expected silent
+    expect: no-match
+    event: { signal: spans, service: api, name: GET, kind: SERVER, attributes: { url.path: /admin/users } }
+"#,
+    )
+    .unwrap();
+    let out = vigil()
+        .args(["rules", "test"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("FAIL  admin-path [no-match] admin but expected silent"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("expected no match, but the rule matched"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("MISS  admin-path has no `match` test event"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_config_explains_bad_rules_and_sql_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(
+        rules.join("windows.yml"),
+        "title: w\nid: w\nlogsource:\n  product: windows\ndetection:\n  s:\n    a: b\n  condition: s\n",
+    )
+    .unwrap();
+    let file = dir.path().join("detector.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[detector]
+rule_dirs = [{rules:?}]
+
+[[detector.sql]]
+id = "drop"
+title = "bad"
+query = "DROP TABLE logs"
+"#
+        ),
+    )
+    .unwrap();
+    let out = vigil().arg("check-config").arg(&file).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("logsource product `windows` is not produced by Vigil"),
+        "{err}"
+    );
+}

@@ -67,6 +67,7 @@ impl Harness {
         .unwrap();
         let ingest = IngestHandle::new(
             storage.appender(),
+            crate::detection::DetectorHandle::disabled(metrics.clone()),
             Redactor::new(
                 &vigil_core::redact::RedactionConfig::default(),
                 vigil_core::HashKey::new(&[7; 32]).unwrap(),

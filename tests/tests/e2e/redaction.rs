@@ -603,6 +603,9 @@ fn scan_parquet(
             "logs"
         } else if rel.contains("signal=spans") {
             "spans"
+        } else if rel.contains("signal=alerts") {
+            // Planted credentials raise exposure alerts: those must not leak either.
+            "alerts"
         } else {
             panic!("Parquet file outside a signal partition: {rel}")
         };

@@ -1,0 +1,421 @@
+//! The detector stage: one thread runs the detector over every stored batch and ticks it once
+//! a second; alert state changes are logged, counted and written to the `alerts` table.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use vigil_core::{Batch, RedactedBatch, Redactor, Signal};
+use vigil_detector::config::SqlRule;
+use vigil_detector::sigma::RuleSource;
+use vigil_detector::{
+    AlertEvent, AlertKey, Candidate, Detector, DetectorConfig, Observation, RuleSet, Status,
+    alerts_batch,
+};
+
+use crate::metrics::Metrics;
+use crate::pipeline::now_ns;
+use crate::query::{QueryEngine, QueryResult};
+use crate::storage::{AppendError, Appender};
+use arrow::array::{Array, ArrayRef};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+
+const TICK: Duration = Duration::from_secs(1);
+/// How long an alert write waits for a busy WAL before giving up.
+const WRITE_RETRIES: u32 = 50;
+
+/// Reads the shipped rules and every `*.yml`/`*.yaml` in the configured directories, then
+/// validates them all. Every problem is reported.
+pub fn load_rules(config: &DetectorConfig) -> Result<RuleSet, Vec<String>> {
+    let mut sources = Vec::new();
+    if config.shipped_rules {
+        sources.extend(vigil_detector::shipped::sources());
+    }
+    let mut problems = Vec::new();
+    for dir in &config.rule_dirs {
+        match read_rule_dir(dir) {
+            Ok(mut s) => sources.append(&mut s),
+            Err(e) => problems.push(format!("detector.rule_dirs: {}: {e}", dir.display())),
+        }
+    }
+    match RuleSet::load(&sources) {
+        Ok(rules) if problems.is_empty() => Ok(rules),
+        Ok(_) => Err(problems),
+        Err(rule_problems) => {
+            problems.extend(rule_problems.iter().map(ToString::to_string));
+            Err(problems)
+        }
+    }
+}
+
+/// Rule files of one directory (not recursive), sorted by name.
+pub fn read_rule_dir(dir: &Path) -> std::io::Result<Vec<RuleSource>> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "yml" || e == "yaml"))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path)?;
+            Ok(RuleSource {
+                origin: path.display().to_string(),
+                text,
+            })
+        })
+        .collect()
+}
+
+/// What the detector thread takes in.
+enum Input {
+    /// A stored batch.
+    Batch(RedactedBatch),
+    /// What a scheduled SQL rule found.
+    Observed(Vec<Observation>),
+}
+
+/// Hands stored batches to the detector without ever waiting for it.
+#[derive(Clone)]
+pub struct DetectorHandle {
+    tx: Option<Sender<Input>>,
+    metrics: Metrics,
+}
+
+impl DetectorHandle {
+    pub fn disabled(metrics: Metrics) -> Self {
+        Self { tx: None, metrics }
+    }
+
+    /// Queues `batch` for detection; when the detector is behind the batch skips detection
+    /// (counted in `vigil_detector_skipped_batches_total`) — it is stored either way.
+    pub fn offer(&self, batch: RedactedBatch) {
+        let Some(tx) = &self.tx else { return };
+        let signal = batch.signal();
+        match tx.try_send(Input::Batch(batch)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.metrics
+                    .detector_skipped_batches
+                    .with_label_values(&[signal.as_str()])
+                    .inc();
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Hands over what a scheduled SQL rule found; `false` when the detector is behind (the
+    /// rule tries again on its next run).
+    fn observed(&self, observations: Vec<Observation>) -> bool {
+        self.tx
+            .as_ref()
+            .is_some_and(|tx| tx.try_send(Input::Observed(observations)).is_ok())
+    }
+}
+
+/// The running stage.
+pub struct DetectorStage {
+    handle: DetectorHandle,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DetectorStage {
+    pub fn start(
+        config: &DetectorConfig,
+        rules: RuleSet,
+        redactor: Redactor,
+        appender: Appender,
+        metrics: Metrics,
+    ) -> anyhow::Result<Self> {
+        if !config.enabled {
+            tracing::warn!("detector disabled: no rules, baselines or service-graph checks run");
+            return Ok(Self {
+                handle: DetectorHandle::disabled(metrics),
+                stop: Arc::default(),
+                thread: None,
+            });
+        }
+        let rule_count = rules.len();
+        let detector = Detector::new(config, Arc::new(rules))
+            .map_err(|p| anyhow::anyhow!("invalid detector config: {}", p.join("; ")))?;
+        let (tx, rx) = bounded(config.queue_batches);
+        let runtime = tokio::runtime::Handle::current();
+        let writer = AlertWriter {
+            redactor,
+            appender,
+            metrics: metrics.clone(),
+            runtime,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("vigil-detector".into())
+            .spawn(move || run(detector, rx, writer, &stopped))
+            .context("cannot start the detector thread")?;
+        tracing::info!(rules = rule_count, "detector started");
+        Ok(Self {
+            handle: DetectorHandle {
+                tx: Some(tx),
+                metrics,
+            },
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn handle(&self) -> DetectorHandle {
+        self.handle.clone()
+    }
+
+    /// Stops taking batches, finishes the queued ones and writes their alerts. Call before
+    /// storage closes.
+    pub fn close(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("detector thread panicked");
+        }
+    }
+}
+
+fn run(mut detector: Detector, rx: Receiver<Input>, writer: AlertWriter, stop: &AtomicBool) {
+    let mut last_tick = Instant::now();
+    loop {
+        let stopping = stop.load(Ordering::Acquire);
+        let next = if stopping {
+            // Finish what is queued, then exit.
+            rx.try_recv().map_err(|_| RecvTimeoutError::Disconnected)
+        } else {
+            rx.recv_timeout(TICK.saturating_sub(last_tick.elapsed()))
+        };
+        let mut events = Vec::new();
+        match next {
+            Ok(Input::Observed(observations)) => {
+                events.extend(detector.observe(observations, now_ns()));
+            }
+            Ok(Input::Batch(batch)) => {
+                let started = Instant::now();
+                match detector.process(&batch, now_ns()) {
+                    Ok(mut e) => events.append(&mut e),
+                    Err(e) => tracing::error!(error = %e, "detector cannot read batch"),
+                }
+                writer
+                    .metrics
+                    .detector_duration
+                    .with_label_values(&[batch.signal().as_str()])
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) if stopping => break,
+            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(TICK / 10),
+        }
+        if last_tick.elapsed() >= TICK {
+            last_tick = Instant::now();
+            events.extend(detector.tick(now_ns()));
+            for (rule, reason, n) in detector.take_suppressed() {
+                writer
+                    .metrics
+                    .alerts_suppressed
+                    .with_label_values(&[rule.as_str(), reason.as_str()])
+                    .inc_by(n);
+            }
+        }
+        writer
+            .metrics
+            .alerts_firing
+            .set(i64::try_from(detector.firing_count()).unwrap_or(i64::MAX));
+        writer.write(&events);
+    }
+}
+
+/// Where alert state changes go: the log, metrics and the `alerts` table. Webhook sinks
+/// plug in here.
+struct AlertWriter {
+    redactor: Redactor,
+    appender: Appender,
+    metrics: Metrics,
+    runtime: tokio::runtime::Handle,
+}
+
+impl AlertWriter {
+    fn write(&self, events: &[AlertEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        for e in events {
+            let a = &e.alert;
+            match a.status {
+                Status::Firing => {
+                    self.metrics
+                        .alerts
+                        .with_label_values(&[a.rule_id.as_str(), a.severity.as_str()])
+                        .inc();
+                    tracing::warn!(rule_id = %a.rule_id, severity = %a.severity, service = %a.service, fingerprint = %a.fingerprint, "alert firing");
+                }
+                Status::Resolved => {
+                    tracing::info!(rule_id = %a.rule_id, service = %a.service, fingerprint = %a.fingerprint, count = a.count, "alert resolved");
+                }
+            }
+        }
+        if let Err(e) = self.store(events) {
+            self.metrics
+                .alert_write_failures
+                .inc_by(events.len() as u64);
+            tracing::error!(error = %e, alerts = events.len(), "cannot write alerts table");
+        }
+    }
+
+    fn store(&self, events: &[AlertEvent]) -> anyhow::Result<()> {
+        let records = alerts_batch(events).context("cannot build alerts batch")?;
+        let batch =
+            Batch::new(Signal::Alerts, records).context("alerts batch has the wrong schema")?;
+        // Alerts are made from redacted data; they still pass the redactor, like everything
+        // else that reaches disk.
+        let batch = self.redactor.apply(batch).context("cannot redact alerts")?;
+        for _ in 0..WRITE_RETRIES {
+            match self.runtime.block_on(self.appender.append(batch.clone())) {
+                Ok(()) => return Ok(()),
+                Err(AppendError::Overloaded) => std::thread::sleep(Duration::from_millis(100)),
+                Err(AppendError::Unavailable(msg)) => anyhow::bail!("storage unavailable: {msg}"),
+            }
+        }
+        anyhow::bail!("storage stayed overloaded")
+    }
+}
+
+/// Plans every scheduled SQL rule's query (without running it); reports each one that would
+/// be refused.
+pub async fn check_sql_rules(rules: &[SqlRule], engine: &QueryEngine) -> Result<(), Vec<String>> {
+    let mut problems = Vec::new();
+    for rule in rules {
+        if let Err(e) = engine.check(&rule.query).await {
+            problems.push(format!("detector.sql `{}`: {e}", rule.id));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+/// Runs each scheduled SQL rule every `every` until `stopped` flips. Rows become observations;
+/// a group returned last time but not now is cleared.
+pub fn spawn_sql_rules(
+    rules: &[SqlRule],
+    engine: Arc<QueryEngine>,
+    detector: DetectorHandle,
+    stopped: tokio::sync::watch::Receiver<bool>,
+    tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
+) {
+    for rule in rules.iter().cloned() {
+        let (engine, detector, mut stopped) = (engine.clone(), detector.clone(), stopped.clone());
+        tasks.spawn(async move {
+            let mut interval = tokio::time::interval(rule.every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut previous: Vec<AlertKey> = Vec::new();
+            loop {
+                tokio::select! {
+                    _ = interval.tick() => {}
+                    _ = stopped.changed() => return Ok(()),
+                }
+                let result = match engine.execute(&rule.query).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(rule_id = %rule.id, error = %e, "scheduled sql rule failed");
+                        continue;
+                    }
+                };
+                let found = sql_observations(&rule, &result, now_ns());
+                let keys: Vec<AlertKey> = found
+                    .iter()
+                    .filter_map(|o| match o {
+                        Observation::Fire(c) => Some(c.key.clone()),
+                        Observation::Clear(_) => None,
+                    })
+                    .collect();
+                let mut observations = found;
+                observations.extend(
+                    previous
+                        .iter()
+                        .filter(|k| !keys.contains(k))
+                        .cloned()
+                        .map(Observation::Clear),
+                );
+                if detector.observed(observations) {
+                    previous = keys;
+                } else {
+                    tracing::warn!(rule_id = %rule.id, "detector is behind; scheduled sql result dropped");
+                }
+            }
+        });
+    }
+}
+
+/// One observation per row of `result`.
+pub fn sql_observations(rule: &SqlRule, result: &QueryResult, now_ns: i64) -> Vec<Observation> {
+    let options = FormatOptions::default();
+    let mut out = Vec::new();
+    for batch in &result.batches {
+        let schema = batch.schema();
+        let formatters: Vec<(String, ArrayFormatter<'_>, &ArrayRef)> = schema
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .filter_map(|(f, c)| {
+                ArrayFormatter::try_new(c.as_ref(), &options)
+                    .ok()
+                    .map(|fmt| (f.name().clone(), fmt, c))
+            })
+            .collect();
+        for row in 0..batch.num_rows() {
+            let value = |name: &str| {
+                formatters
+                    .iter()
+                    .find(|(n, _, _)| n == name)
+                    .filter(|(_, _, c)| c.is_valid(row))
+                    .map(|(_, f, _)| f.value(row).to_string())
+            };
+            let service = value(&rule.service_column).unwrap_or_else(|| "vigil".into());
+            let mut key = AlertKey::new(&rule.id, &service);
+            for column in &rule.group_by {
+                key = key.with_group(column, value(column).unwrap_or_default());
+            }
+            let row_json: serde_json::Map<String, serde_json::Value> = formatters
+                .iter()
+                .filter(|(_, _, c)| c.is_valid(row))
+                .map(|(n, f, _)| (n.clone(), serde_json::Value::from(f.value(row).to_string())))
+                .collect();
+            let mut details = serde_json::Map::new();
+            details.insert("source".into(), "sql".into());
+            details.insert("row".into(), serde_json::Value::Object(row_json));
+            let group = key
+                .group
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            out.push(Observation::Fire(Candidate {
+                summary: if group.is_empty() {
+                    format!("{} ({service})", rule.title)
+                } else {
+                    format!("{} ({service}: {group})", rule.title)
+                },
+                key,
+                rule_title: rule.title.clone(),
+                severity: rule.severity,
+                details,
+                time_ns: now_ns,
+                sample: None,
+            }));
+        }
+    }
+    out
+}
