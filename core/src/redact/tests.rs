@@ -721,7 +721,15 @@ fn working_directories_and_browser_versions_are_not_secrets() {
     ] {
         assert_eq!(redact(line), line);
     }
-    assert_redacted("login with PWD=hunter2x", "hunter2x", "[REDACTED:PASSWORD_ASSIGNMENT]");
-    assert_redacted("db password=/weird/but/real", "/weird/but/real", "[REDACTED:PASSWORD_ASSIGNMENT]");
+    assert_redacted(
+        "login with PWD=hunter2x",
+        "hunter2x",
+        "[REDACTED:PASSWORD_ASSIGNMENT]",
+    );
+    assert_redacted(
+        "db password=/weird/but/real",
+        "/weird/but/real",
+        "[REDACTED:PASSWORD_ASSIGNMENT]",
+    );
     assert!(redact("upstream http://10.0.0.0/health").contains("ipv4:"));
 }
