@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc as Rc;
 
+use arrow::array::{Array, Int32Array, Int64Array, StringArray};
 use rsigma_eval::{Event, EventValue};
 use serde_json::{Map, Value};
 use vigil_core::Signal;
@@ -83,9 +84,6 @@ const COLUMNS: &[&str] = &[
     "duration_ns",
     "scope_name",
 ];
-
-/// Integer columns, handed to rules as numbers so `gt`/`lt` compare numerically.
-const INT_COLUMNS: &[&str] = &["severity_number", "duration_ns"];
 
 /// Text columns searched by keyword (field-less) selections, besides attribute values.
 const KEYWORD_COLUMNS: &[&str] = &["body", "event_name", "name", "status_message"];
@@ -246,11 +244,26 @@ impl FieldMap {
     }
 }
 
-/// One batch seen by rules: the view plus a cache of resolved field names.
+/// A field reference bound to one batch: columns are looked up once per batch, not per row.
+/// Integer columns are handed to rules as numbers so `gt`/`lt` compare numerically.
+#[derive(Clone)]
+enum Bound<'a> {
+    Time,
+    Int64(&'a Int64Array),
+    Int32(&'a Int32Array),
+    Str(&'a StringArray),
+    Attribute(Box<str>),
+    Resource(Box<str>),
+    Signal,
+}
+
+/// One batch seen by rules: the view, its keyword columns, and field names resolved and bound
+/// to this batch's columns on first use.
 pub struct BatchEvents<'a> {
     view: &'a BatchView<'a>,
     fields: &'a FieldMap,
-    resolved: RefCell<HashMap<String, Rc<[FieldRef]>>>,
+    keyword_columns: Vec<&'a StringArray>,
+    resolved: RefCell<HashMap<String, Rc<[Bound<'a>]>>>,
 }
 
 impl<'a> BatchEvents<'a> {
@@ -258,6 +271,10 @@ impl<'a> BatchEvents<'a> {
         Self {
             view,
             fields,
+            keyword_columns: KEYWORD_COLUMNS
+                .iter()
+                .filter_map(|name| view.str_column(name))
+                .collect(),
             resolved: RefCell::new(HashMap::new()),
         }
     }
@@ -270,15 +287,42 @@ impl<'a> BatchEvents<'a> {
         RowEvent { batch: self, row }
     }
 
-    fn refs(&self, name: &str) -> Rc<[FieldRef]> {
+    fn refs(&self, name: &str) -> Rc<[Bound<'a>]> {
         if let Some(r) = self.resolved.borrow().get(name) {
             return r.clone();
         }
-        let r = self.fields.resolve(name);
+        let bound: Rc<[Bound<'a>]> = self
+            .fields
+            .resolve(name)
+            .iter()
+            .filter_map(|r| self.bind(r))
+            .collect();
         self.resolved
             .borrow_mut()
-            .insert(name.to_owned(), r.clone());
-        r
+            .insert(name.to_owned(), bound.clone());
+        bound
+    }
+
+    /// `None` when this batch's table has no such column.
+    fn bind(&self, r: &FieldRef) -> Option<Bound<'a>> {
+        let records = self.view.records();
+        Some(match r {
+            FieldRef::Column(name) if name == "time" => Bound::Time,
+            FieldRef::Column(name) => {
+                let column = records.column_by_name(name)?;
+                let any = column.as_any();
+                if let Some(c) = any.downcast_ref::<Int64Array>() {
+                    Bound::Int64(c)
+                } else if let Some(c) = any.downcast_ref::<Int32Array>() {
+                    Bound::Int32(c)
+                } else {
+                    Bound::Str(any.downcast_ref::<StringArray>()?)
+                }
+            }
+            FieldRef::Attribute(key) => Bound::Attribute(key.as_str().into()),
+            FieldRef::Resource(key) => Bound::Resource(key.as_str().into()),
+            FieldRef::Signal => Bound::Signal,
+        })
     }
 }
 
@@ -289,48 +333,33 @@ pub struct RowEvent<'b, 'a> {
 }
 
 impl<'a> RowEvent<'_, 'a> {
-    fn value(&self, r: &FieldRef) -> Option<EventValue<'a>> {
+    fn value(&self, b: &Bound<'a>) -> Option<EventValue<'a>> {
+        let row = self.row;
         let view = self.batch.view;
-        match r {
-            FieldRef::Column(name) if name == "time" => {
-                Some(EventValue::Int(view.time_ns(self.row)))
-            }
-            FieldRef::Column(name) if INT_COLUMNS.contains(&name.as_str()) => {
-                let column = view.records().column_by_name(name)?;
-                Some(match view.int(self.row, name) {
-                    Some(v) => EventValue::Int(v),
-                    None if column.is_null(self.row) => EventValue::Null,
-                    None => return None,
-                })
-            }
-            FieldRef::Column(name) => {
-                let column = view.str_column(name)?;
-                Some(if arrow::array::Array::is_valid(column, self.row) {
-                    EventValue::Str(Cow::Borrowed(column.value(self.row)))
-                } else {
-                    EventValue::Null
-                })
-            }
-            FieldRef::Attribute(key) => view
-                .attribute(self.row, key)
-                .map(|v| EventValue::Str(Cow::Borrowed(v))),
-            FieldRef::Resource(key) => view
-                .resource(self.row, key)
-                .map(|v| EventValue::Str(Cow::Borrowed(v))),
-            FieldRef::Signal => Some(EventValue::Str(Cow::Borrowed(view.signal().as_str()))),
-        }
+        Some(match b {
+            Bound::Time => EventValue::Int(view.time_ns(row)),
+            Bound::Int64(c) if c.is_valid(row) => EventValue::Int(c.value(row)),
+            Bound::Int32(c) if c.is_valid(row) => EventValue::Int(i64::from(c.value(row))),
+            Bound::Str(c) if c.is_valid(row) => EventValue::Str(Cow::Borrowed(c.value(row))),
+            Bound::Int64(_) | Bound::Int32(_) | Bound::Str(_) => EventValue::Null,
+            Bound::Attribute(key) => EventValue::Str(Cow::Borrowed(view.attribute(row, key)?)),
+            Bound::Resource(key) => EventValue::Str(Cow::Borrowed(view.resource(row, key)?)),
+            Bound::Signal => EventValue::Str(Cow::Borrowed(view.signal().as_str())),
+        })
     }
 
     fn each_text(&self, mut visit: impl FnMut(&'a str) -> bool) -> bool {
-        let view = self.batch.view;
-        for name in KEYWORD_COLUMNS {
-            if let Some(v) = view.str(self.row, name)
-                && visit(v)
-            {
+        let row = self.row;
+        for column in &self.batch.keyword_columns {
+            if column.is_valid(row) && visit(column.value(row)) {
                 return true;
             }
         }
-        view.attributes().entries(self.row).any(|(_, v)| visit(v))
+        self.batch
+            .view
+            .attributes()
+            .entries(row)
+            .any(|(_, v)| visit(v))
     }
 }
 
@@ -369,7 +398,8 @@ impl Event for RowEvent<'_, '_> {
             if *name == "time" {
                 continue;
             }
-            let value = match self.value(&FieldRef::Column((*name).to_owned())) {
+            let bound = self.batch.bind(&FieldRef::Column((*name).to_owned()));
+            let value = match bound.and_then(|b| self.value(&b)) {
                 Some(EventValue::Str(s)) => Value::from(s.into_owned()),
                 Some(EventValue::Int(i)) => Value::from(i),
                 _ => continue,

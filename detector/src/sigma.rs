@@ -366,17 +366,18 @@ impl SigmaEngine {
         }
         let events = BatchEvents::new(view, &self.fields);
         let signal = view.signal();
-        let mut logsource = event_logsource(signal, "");
+        // One logsource per service of the batch, built once.
+        let mut logsources: HashMap<&str, LogSource> = HashMap::new();
         for row in 0..view.len() {
             let service = view.service(row);
-            if logsource.service.as_deref() != Some(service) {
-                logsource = event_logsource(signal, service);
-            }
+            let logsource = logsources
+                .entry(service)
+                .or_insert_with(|| event_logsource(signal, service));
             let event = events.row(row);
             let detections = self
                 .engine
                 .engine()
-                .evaluate_with_logsource(&event, &logsource);
+                .evaluate_with_logsource(&event, logsource);
             let has_correlations = self.engine.correlation_rule_count() > 0;
             let results = if has_correlations {
                 let secs = view.time_ns(row).div_euclid(1_000_000_000);
