@@ -322,3 +322,67 @@ async fn attacks_raise_alerts_and_benign_traffic_raises_none() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_sql_rule_turns_rows_into_alerts_and_resolves_when_they_stop() {
+    let vigil = Vigil::start(
+        r#"
+        [[detector.sql]]
+        id = "sql.error_logs"
+        title = "Error logs in the last 5 seconds"
+        severity = "high"
+        every = "1s"
+        query = "SELECT service, count(*) AS errors FROM logs WHERE severity_number >= 17 AND time > now() - INTERVAL '5 seconds' GROUP BY service HAVING count(*) >= 3"
+        "#,
+    );
+    let errors = |n: usize| {
+        (0..n)
+            .map(|i| {
+                (
+                    format!("payment failed {i}"),
+                    "10.0.3.1".to_string(),
+                    Severity::Error,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    send_logs(&vigil, "payments", errors(2)).await;
+    send_logs(&vigil, "cart", errors(3)).await;
+    eventually(
+        Duration::from_secs(20),
+        "the sql rule fires for cart",
+        || async {
+            alerts(&vigil)
+                .await
+                .iter()
+                .any(|a| a.0 == "sql.error_logs" && a.1 == "cart")
+        },
+    )
+    .await;
+    let got = alerts(&vigil).await;
+    assert!(
+        got.iter().all(|a| a.1 == "cart"),
+        "payments has only two errors: {got:#?}"
+    );
+    let details: serde_json::Value = serde_json::from_str(&got[0].3).unwrap();
+    assert_eq!(details["row"]["errors"], "3", "{details}");
+
+    // Once the errors are older than the query's window, the group is no longer returned and
+    // the alert resolves (a second row, same fingerprint).
+    eventually(
+        Duration::from_secs(30),
+        "the sql alert resolves",
+        || async {
+            alerts(&vigil)
+                .await
+                .iter()
+                .any(|a| a.0 == "sql.error_logs" && a.2 == "resolved")
+        },
+    )
+    .await;
+    let rows = vigil
+        .rows("SELECT count(DISTINCT fingerprint), count(*) FROM alerts WHERE rule_id = 'sql.error_logs'")
+        .await;
+    assert_eq!(rows[0][0].as_i64(), Some(1), "{rows:?}");
+    assert_eq!(rows[0][1].as_i64(), Some(2), "fired and resolved: {rows:?}");
+}
