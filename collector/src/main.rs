@@ -226,9 +226,11 @@ async fn query_url(url: &str, sql: &str) -> anyhow::Result<QueryResult> {
     })
 }
 
-fn check_config(file: &Path) -> anyhow::Result<()> {
-    let config = RawConfig::load(file)?.validate()?;
-    let rules = detection::load_rules(&config.detector).map_err(|problems| {
+/// Rules as the server would load them, or every problem with them.
+fn load_rules(
+    detector: &vigil_detector::DetectorConfig,
+) -> anyhow::Result<vigil_detector::RuleSet> {
+    detection::load_rules(detector).map_err(|problems| {
         anyhow::anyhow!(
             "invalid rules:\n{}",
             problems
@@ -236,7 +238,12 @@ fn check_config(file: &Path) -> anyhow::Result<()> {
                 .map(|p| format!("  - {p}\n"))
                 .collect::<String>()
         )
-    })?;
+    })
+}
+
+fn check_config(file: &Path) -> anyhow::Result<()> {
+    let config = RawConfig::load(file)?.validate()?;
+    let rules = load_rules(&config.detector)?;
     runtime()?.block_on(async {
         let catalog = Arc::new(vigil_collector::storage::catalog::Catalog::new());
         let engine = QueryEngine::new(catalog, config.query.clone())?;
@@ -260,15 +267,7 @@ fn rules_test(dir: Option<&Path>, config_path: Option<&Path>) -> anyhow::Result<
         detector.shipped_rules = false;
         detector.rule_dirs = vec![dir.to_path_buf()];
     }
-    let rules = detection::load_rules(&detector).map_err(|problems| {
-        anyhow::anyhow!(
-            "invalid rules:\n{}",
-            problems
-                .iter()
-                .map(|p| format!("  - {p}\n"))
-                .collect::<String>()
-        )
-    })?;
+    let rules = load_rules(&detector)?;
     let rules = std::sync::Arc::new(rules);
     let fields = vigil_detector::fields::FieldMap::new(&detector.fields)
         .map_err(|p| anyhow::anyhow!("invalid field mapping: {}", p.join("; ")))?;

@@ -120,6 +120,23 @@ pub struct Sample {
     pub span_id: Option<String>,
 }
 
+impl Sample {
+    /// Row `row` of `view`: its time and, when set, its trace and span ids.
+    pub fn of(view: &crate::view::BatchView<'_>, row: usize) -> Self {
+        let id = |column| {
+            view.str(row, column)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        Sample {
+            signal: view.signal().as_str(),
+            time_ns: view.time_ns(row),
+            trace_id: id("trace_id"),
+            span_id: id("span_id"),
+        }
+    }
+}
+
 /// What a detector reports.
 #[derive(Debug, Clone)]
 pub enum Observation {

@@ -108,18 +108,7 @@ fn exposures(
             details.insert("category".into(), Value::from(f.category.as_str()));
             details.insert("field".into(), Value::from(f.field.as_str()));
             details.insert("values_in_batch".into(), Value::from(f.count));
-            let sample = (!view.is_empty()).then(|| Sample {
-                signal: view.signal().as_str(),
-                time_ns: view.time_ns(row),
-                trace_id: view
-                    .str(row, "trace_id")
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned),
-                span_id: view
-                    .str(row, "span_id")
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned),
-            });
+            let sample = (!view.is_empty()).then(|| Sample::of(view, row));
             Observation::Fire(Candidate {
                 key: AlertKey::new(EXPOSURE_RULE, &f.service)
                     .with_group("entity", f.entity.as_ref()),

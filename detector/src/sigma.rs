@@ -486,18 +486,7 @@ impl SigmaEngine {
             summary,
             details,
             time_ns: view.time_ns(row),
-            sample: Some(Sample {
-                signal: view.signal().as_str(),
-                time_ns: view.time_ns(row),
-                trace_id: view
-                    .str(row, "trace_id")
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned),
-                span_id: view
-                    .str(row, "span_id")
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned),
-            }),
+            sample: Some(Sample::of(view, row)),
         }
     }
 }
