@@ -185,17 +185,20 @@ mod tests {
         }
     }
 
+    /// The test events of the rules in `yaml`, run with the default redaction.
+    fn run_yaml(yaml: &str) -> Vec<CaseResult> {
+        let source = RuleSource {
+            origin: "t.yml".into(),
+            text: yaml.into(),
+        };
+        let rules = Arc::new(RuleSet::load(&[source]).expect("load"));
+        run(&rules, &FieldMap::default(), &default_redactor())
+    }
+
     #[test]
     fn a_wrong_expectation_fails_and_says_so() {
         let yaml = "title: t\nid: t\nlogsource:\n  product: opentelemetry\ndetection:\n  s:\n    body|contains: boom\n  condition: s\nrsigma.exemplars:\n  - name: says match but does not\n    expect: match\n    event: { service: a, body: calm }\n  - name: bad event\n    expect: match\n    event: { service: a, colour: red }\n";
-        let rules = Arc::new(
-            RuleSet::load(&[RuleSource {
-                origin: "t.yml".into(),
-                text: yaml.into(),
-            }])
-            .expect("load"),
-        );
-        let results = run(&rules, &FieldMap::default(), &default_redactor());
+        let results = run_yaml(yaml);
         assert_eq!(results.len(), 2);
         assert_eq!(
             results[0].failure.as_deref(),
@@ -216,14 +219,7 @@ mod tests {
         // An email in the body is replaced before rules see it: a rule matching the raw
         // address cannot fire, one matching the redaction marker can.
         let yaml = "title: raw\nid: raw\nlogsource:\n  product: opentelemetry\ndetection:\n  s:\n    body|contains: alice@example.com\n  condition: s\nrsigma.exemplars:\n  - expect: no-match\n    event: { service: a, body: mail alice@example.com }\n---\ntitle: marker\nid: marker\nlogsource:\n  product: opentelemetry\ndetection:\n  s:\n    body|contains:\n      - 'email:'\n      - '[REDACTED:EMAIL'\n  condition: s\nrsigma.exemplars:\n  - expect: match\n    event: { service: a, body: mail alice@example.com }\n";
-        let rules = Arc::new(
-            RuleSet::load(&[RuleSource {
-                origin: "t.yml".into(),
-                text: yaml.into(),
-            }])
-            .expect("load"),
-        );
-        let results = run(&rules, &FieldMap::default(), &default_redactor());
+        let results = run_yaml(yaml);
         assert!(results.iter().all(CaseResult::passed), "{results:?}");
     }
 }
