@@ -396,12 +396,7 @@ pub fn sql_observations(rule: &SqlRule, result: &QueryResult, now_ns: i64) -> Ve
             let mut details = serde_json::Map::new();
             details.insert("source".into(), "sql".into());
             details.insert("row".into(), serde_json::Value::Object(row_json));
-            let group = key
-                .group
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let group = key.group_text();
             out.push(Observation::Fire(Candidate {
                 summary: if group.is_empty() {
                     format!("{} ({service})", rule.title)

@@ -295,7 +295,7 @@ fn rules_test(dir: Option<&Path>, config_path: Option<&Path>) -> anyhow::Result<
         vigil_detector::ruletest::Expect::Match,
         vigil_detector::ruletest::Expect::NoMatch,
     ] {
-        for rule in vigil_detector::sigma::rules_without(&rules, expect) {
+        for rule in vigil_detector::ruletest::rules_without(&rules, expect) {
             untested.push(format!("{rule} has no `{expect}` test event"));
         }
     }

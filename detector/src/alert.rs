@@ -75,6 +75,15 @@ impl AlertKey {
         self
     }
 
+    /// The group values as `name=value, ...` (empty when there are none), for summaries.
+    pub fn group_text(&self) -> String {
+        self.group
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Stable id of the alert: 16 hex digits of SHA-256 over rule, service and group values.
     pub fn fingerprint(&self) -> String {
         let mut h = Sha256::new();
@@ -100,10 +109,10 @@ pub struct Candidate {
     pub rule_title: String,
     pub severity: Severity,
     pub summary: String,
-    /// Rule-specific evidence (observed vs baseline, matched fields, ...). `group`, `count`
-    /// and `samples` are added by the alert state.
+    /// Rule-specific evidence (observed vs baseline, matched fields, ...). `group`, `count`,
+    /// `samples` and `first_evidence_ns` are added by the alert state.
     pub details: Map<String, Value>,
-    /// Event time of the evidence, ns.
+    /// Event time of the evidence, ns (the alert's own times are detection times).
     pub time_ns: i64,
     /// Ids of a record that triggered it (`trace_id`/`span_id`), kept as samples.
     pub sample: Option<Sample>,
@@ -350,6 +359,8 @@ impl AlertState {
             .or_default()
             .push_back(now_ns);
         let samples: Vec<Sample> = c.sample.into_iter().collect();
+        let mut details = c.details;
+        details.insert("first_evidence_ns".into(), Value::from(c.time_ns));
         let alert = Alert {
             fingerprint: fingerprint.clone(),
             rule_id: c.key.rule_id,
@@ -358,7 +369,7 @@ impl AlertState {
             service: c.key.service,
             status: Status::Firing,
             summary: c.summary,
-            details: Value::Object(c.details),
+            details: Value::Object(details),
             started_ns: now_ns,
             last_seen_ns: now_ns,
             resolved_ns: None,
@@ -405,11 +416,6 @@ impl AlertState {
         AlertEvent {
             alert: snapshot(&mut f),
         }
-    }
-
-    /// Alerts firing now.
-    pub fn firing(&self) -> impl Iterator<Item = &Alert> {
-        self.firing.values().map(|f| &f.alert)
     }
 
     pub fn firing_count(&self) -> usize {

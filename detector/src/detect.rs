@@ -45,10 +45,6 @@ impl Detector {
         })
     }
 
-    pub fn rules(&self) -> &RuleSet {
-        self.sigma.rules()
-    }
-
     /// Runs every detector over `batch`, received at `now_ns`.
     pub fn process(
         &mut self,

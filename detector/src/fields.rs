@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc as Rc;
+use std::sync::Arc;
 
 use arrow::array::{Array, Int32Array, Int64Array, StringArray};
 use rsigma_eval::{Event, EventValue};
@@ -181,7 +181,7 @@ const DEFAULT_MAPPING: &[(&str, &[&str])] = &[
 /// `attributes[name]`, then `resource[name]`.
 #[derive(Debug, Clone)]
 pub struct FieldMap {
-    mapped: HashMap<String, Rc<[FieldRef]>>,
+    mapped: HashMap<String, Arc<[FieldRef]>>,
 }
 
 impl Default for FieldMap {
@@ -202,7 +202,7 @@ impl FieldMap {
                 .iter()
                 .filter_map(|t| FieldRef::parse(t).ok())
                 .collect();
-            mapped.insert((*name).to_owned(), Rc::from(refs));
+            mapped.insert((*name).to_owned(), Arc::from(refs));
         }
         let mut problems = Vec::new();
         for (name, targets) in config {
@@ -217,7 +217,7 @@ impl FieldMap {
                     Err(e) => problems.push(format!("detector.fields.{name}: {e}")),
                 }
             }
-            mapped.insert(name.clone(), Rc::from(refs));
+            mapped.insert(name.clone(), Arc::from(refs));
         }
         if problems.is_empty() {
             Ok(Self { mapped })
@@ -226,7 +226,7 @@ impl FieldMap {
         }
     }
 
-    fn resolve(&self, name: &str) -> Rc<[FieldRef]> {
+    fn resolve(&self, name: &str) -> Arc<[FieldRef]> {
         if let Some(refs) = self.mapped.get(name) {
             return refs.clone();
         }
@@ -235,12 +235,12 @@ impl FieldMap {
             let explicit = !matches!(r, FieldRef::Column(_));
             refs.push(r);
             if explicit {
-                return Rc::from(refs);
+                return Arc::from(refs);
             }
         }
         refs.push(FieldRef::Attribute(name.to_owned()));
         refs.push(FieldRef::Resource(name.to_owned()));
-        Rc::from(refs)
+        Arc::from(refs)
     }
 }
 
@@ -263,7 +263,7 @@ pub struct BatchEvents<'a> {
     view: &'a BatchView<'a>,
     fields: &'a FieldMap,
     keyword_columns: Vec<&'a StringArray>,
-    resolved: RefCell<HashMap<String, Rc<[Bound<'a>]>>>,
+    resolved: RefCell<HashMap<String, Arc<[Bound<'a>]>>>,
 }
 
 impl<'a> BatchEvents<'a> {
@@ -287,11 +287,11 @@ impl<'a> BatchEvents<'a> {
         RowEvent { batch: self, row }
     }
 
-    fn refs(&self, name: &str) -> Rc<[Bound<'a>]> {
+    fn refs(&self, name: &str) -> Arc<[Bound<'a>]> {
         if let Some(r) = self.resolved.borrow().get(name) {
             return r.clone();
         }
-        let bound: Rc<[Bound<'a>]> = self
+        let bound: Arc<[Bound<'a>]> = self
             .fields
             .resolve(name)
             .iter()

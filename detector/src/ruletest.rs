@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 pub use rsigma_parser::Expect;
-use rsigma_parser::{Exemplar, ExemplarPayload};
+use rsigma_parser::{Exemplar, ExemplarPayload, ExemplarShapeError};
 use vigil_core::Redactor;
 
 use crate::fields::FieldMap;
@@ -33,27 +33,11 @@ impl CaseResult {
 }
 
 /// Runs every embedded test case of `rules`. Rules without cases are not reported here (see
-/// [`crate::sigma::rules_without`]).
+/// [`rules_without`]).
 pub fn run(rules: &Arc<RuleSet>, fields: &FieldMap, redactor: &Redactor) -> Vec<CaseResult> {
     let mut results = Vec::new();
-    let collection = rules.collection();
-    let detection_cases = collection.rules.iter().map(|r| {
-        (
-            rule_key(r.id.as_deref(), r.name.as_deref(), &r.title),
-            rsigma_parser::exemplars(r),
-        )
-    });
-    let correlation_cases = collection.correlations.iter().map(|r| {
-        (
-            rule_key(r.id.as_deref(), r.name.as_deref(), &r.title),
-            rsigma_parser::correlation_exemplars(r),
-        )
-    });
-    for (key, cases) in detection_cases.chain(correlation_cases) {
-        let origin = rules
-            .info(&key)
-            .map(|i| i.origin.clone())
-            .unwrap_or_default();
+    for (key, cases) in cases_by_rule(rules) {
+        let origin = rules.origin(&key).unwrap_or_default().to_owned();
         let cases = match cases {
             Ok(cases) => cases,
             Err(errors) => {
@@ -84,6 +68,42 @@ pub fn run(rules: &Arc<RuleSet>, fields: &FieldMap, redactor: &Redactor) -> Vec<
         }
     }
     results
+}
+
+/// A rule's test cases, or why they cannot be read.
+type Cases = Result<Vec<Exemplar>, Vec<ExemplarShapeError>>;
+
+/// Every rule's id with its test cases, detection rules first.
+fn cases_by_rule(rules: &RuleSet) -> Vec<(String, Cases)> {
+    let collection = rules.collection();
+    let detections = collection.rules.iter().map(|r| {
+        (
+            rule_key(r.id.as_deref(), r.name.as_deref(), &r.title),
+            rsigma_parser::exemplars(r),
+        )
+    });
+    let correlations = collection.correlations.iter().map(|r| {
+        (
+            rule_key(r.id.as_deref(), r.name.as_deref(), &r.title),
+            rsigma_parser::correlation_exemplars(r),
+        )
+    });
+    detections.chain(correlations).collect()
+}
+
+/// Ids of the rules in `rules` that have no test case expecting `expect`, sorted.
+pub fn rules_without(rules: &RuleSet, expect: Expect) -> Vec<String> {
+    let mut without: Vec<String> = cases_by_rule(rules)
+        .into_iter()
+        .filter(|(_, cases)| {
+            !cases
+                .as_ref()
+                .is_ok_and(|list| list.iter().any(|e| e.expect == expect))
+        })
+        .map(|(key, _)| key)
+        .collect();
+    without.sort();
+    without
 }
 
 fn run_case(
@@ -134,7 +154,7 @@ fn run_case(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sigma::{RuleSource, rules_without};
+    use crate::sigma::RuleSource;
     use vigil_core::redact::RedactionConfig;
     use vigil_core::{HashKey, Redactor};
 

@@ -41,21 +41,12 @@ impl std::fmt::Display for RuleProblem {
     }
 }
 
-/// What Vigil knows about a loaded rule, for alerts.
-#[derive(Debug, Clone)]
-pub struct RuleInfo {
-    pub id: String,
-    pub title: String,
-    pub severity: Severity,
-    pub origin: String,
-}
-
 /// A validated set of rules: parses, passes Vigil's checks and compiles.
 #[derive(Debug, Clone)]
 pub struct RuleSet {
     collection: SigmaCollection,
-    /// Sigma `id` (or title) → info.
-    info: HashMap<String, RuleInfo>,
+    /// Rule id (Sigma `id`, else `name`, else title) → the source it came from.
+    origins: HashMap<String, String>,
 }
 
 /// Correlation limits.
@@ -67,8 +58,7 @@ impl RuleSet {
     pub fn load(sources: &[RuleSource]) -> Result<Self, Vec<RuleProblem>> {
         let mut problems = Vec::new();
         let mut collection = SigmaCollection::new();
-        let mut info = HashMap::new();
-        let mut seen: HashMap<String, String> = HashMap::new();
+        let mut origins = HashMap::new();
         for source in sources {
             let problem = |rule: Option<&str>, message: String| RuleProblem {
                 origin: source.origin.clone(),
@@ -98,29 +88,11 @@ impl RuleSet {
                 if let Err(e) = compile_alone(rule) {
                     problems.push(problem(Some(&key), e));
                 }
-                register(&mut seen, &mut problems, &key, &source.origin);
-                info.insert(
-                    key.clone(),
-                    RuleInfo {
-                        id: key.clone(),
-                        title: rule.title.clone(),
-                        severity: severity(rule.level),
-                        origin: source.origin.clone(),
-                    },
-                );
+                register(&mut origins, &mut problems, key, &source.origin);
             }
             for corr in &parsed.correlations {
                 let key = rule_key(corr.id.as_deref(), corr.name.as_deref(), &corr.title);
-                register(&mut seen, &mut problems, &key, &source.origin);
-                info.insert(
-                    key.clone(),
-                    RuleInfo {
-                        id: key.clone(),
-                        title: corr.title.clone(),
-                        severity: severity(corr.level),
-                        origin: source.origin.clone(),
-                    },
-                );
+                register(&mut origins, &mut problems, key, &source.origin);
             }
             collection.rules.extend(parsed.rules);
             collection
@@ -157,26 +129,27 @@ impl RuleSet {
             });
         }
         if problems.is_empty() {
-            Ok(Self { collection, info })
+            Ok(Self {
+                collection,
+                origins,
+            })
         } else {
             Err(problems)
         }
     }
 
     pub fn len(&self) -> usize {
-        self.info.len()
+        self.origins.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.info.is_empty()
+        self.origins.is_empty()
     }
     pub fn collection(&self) -> &SigmaCollection {
         &self.collection
     }
-    pub fn rules(&self) -> impl Iterator<Item = &RuleInfo> {
-        self.info.values()
-    }
-    pub fn info(&self, key: &str) -> Option<&RuleInfo> {
-        self.info.get(key)
+    /// Where rule `key` was loaded from.
+    pub fn origin(&self, key: &str) -> Option<&str> {
+        self.origins.get(key).map(String::as_str)
     }
 }
 
@@ -203,15 +176,15 @@ fn all_rules_for_temporal(mut corr: CorrelationRule) -> CorrelationRule {
 }
 
 fn register(
-    seen: &mut HashMap<String, String>,
+    origins: &mut HashMap<String, String>,
     problems: &mut Vec<RuleProblem>,
-    key: &str,
+    key: String,
     origin: &str,
 ) {
-    if let Some(first) = seen.insert(key.to_owned(), origin.to_owned()) {
+    if let Some(first) = origins.insert(key.clone(), origin.to_owned()) {
         problems.push(RuleProblem {
             origin: origin.to_owned(),
-            rule: Some(key.to_owned()),
+            rule: Some(key),
             message: format!("duplicate rule id, also defined in {first}"),
         });
     }
@@ -354,10 +327,6 @@ impl SigmaEngine {
         })
     }
 
-    pub fn rules(&self) -> &RuleSet {
-        &self.rules
-    }
-
     /// Runs every rule over every row; returns what matched, one observation per match.
     pub fn process(&mut self, view: &BatchView<'_>) -> Vec<Observation> {
         let mut out = Vec::new();
@@ -366,6 +335,7 @@ impl SigmaEngine {
         }
         let events = BatchEvents::new(view, &self.fields);
         let signal = view.signal();
+        let has_correlations = self.engine.correlation_rule_count() > 0;
         // One logsource per service of the batch, built once.
         let mut logsources: HashMap<&str, LogSource> = HashMap::new();
         for row in 0..view.len() {
@@ -378,7 +348,6 @@ impl SigmaEngine {
                 .engine
                 .engine()
                 .evaluate_with_logsource(&event, logsource);
-            let has_correlations = self.engine.correlation_rule_count() > 0;
             let results = if has_correlations {
                 let secs = view.time_ns(row).div_euclid(1_000_000_000);
                 self.engine
@@ -428,7 +397,6 @@ impl SigmaEngine {
     fn candidate(&self, result: &EvaluationResult, view: &BatchView<'_>, row: usize) -> Candidate {
         let header = &result.header;
         let key = rule_key(header.rule_id.as_deref(), None, &header.rule_title);
-        let info = self.rules.info(&key);
         let service = view.service(row);
         let mut details = Map::new();
         details.insert("source".into(), Value::from("sigma"));
@@ -460,12 +428,7 @@ impl SigmaEngine {
                 );
                 details.insert("aggregated_value".into(), Value::from(c.aggregated_value));
                 details.insert("timespan_seconds".into(), Value::from(c.timespan_secs));
-                let group = c
-                    .group_key
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let group = alert_key.group_text();
                 format!(
                     "{}: {} within {}s{}",
                     header.rule_title,
@@ -482,48 +445,13 @@ impl SigmaEngine {
         Candidate {
             key: alert_key,
             rule_title: header.rule_title.clone(),
-            severity: info.map_or_else(|| severity(header.level), |i| i.severity),
+            severity: severity(header.level),
             summary,
             details,
             time_ns: view.time_ns(row),
             sample: Some(Sample::of(view, row)),
         }
     }
-}
-
-/// Ids of the rules in `rules` that have no test events of the given expectation.
-pub fn rules_without(rules: &RuleSet, expect: rsigma_parser::Expect) -> Vec<String> {
-    let mut with: HashSet<String> = HashSet::new();
-    for rule in &rules.collection.rules {
-        if let Ok(list) = rsigma_parser::exemplars(rule)
-            && list.iter().any(|e| e.expect == expect)
-        {
-            with.insert(rule_key(
-                rule.id.as_deref(),
-                rule.name.as_deref(),
-                &rule.title,
-            ));
-        }
-    }
-    for rule in &rules.collection.correlations {
-        if let Ok(list) = rsigma_parser::correlation_exemplars(rule)
-            && list.iter().any(|e| e.expect == expect)
-        {
-            with.insert(rule_key(
-                rule.id.as_deref(),
-                rule.name.as_deref(),
-                &rule.title,
-            ));
-        }
-    }
-    let mut without: Vec<String> = rules
-        .info
-        .keys()
-        .filter(|k| !with.contains(*k))
-        .cloned()
-        .collect();
-    without.sort();
-    without
 }
 
 #[cfg(test)]

@@ -150,22 +150,17 @@ impl EventSpec {
     }
 
     fn log_record(&self, time_ns: u64) -> Result<LogRecord, SpecError> {
-        let not_logs = |field| SpecError::Field {
-            field,
-            signal: "logs",
-        };
-        for (field, set) in [
-            ("name", self.name.is_some()),
-            ("kind", self.kind.is_some()),
-            ("status_code", self.status_code.is_some()),
-            ("status_message", self.status_message.is_some()),
-            ("duration_ms", self.duration_ms.is_some()),
-            ("parent_span_id", self.parent_span_id.is_some()),
-        ] {
-            if set {
-                return Err(not_logs(field));
-            }
-        }
+        refuse_fields(
+            "logs",
+            [
+                ("name", self.name.is_some()),
+                ("kind", self.kind.is_some()),
+                ("status_code", self.status_code.is_some()),
+                ("status_message", self.status_message.is_some()),
+                ("duration_ms", self.duration_ms.is_some()),
+                ("parent_span_id", self.parent_span_id.is_some()),
+            ],
+        )?;
         Ok(LogRecord {
             time_unix_nano: time_ns,
             observed_time_unix_nano: time_ns,
@@ -180,19 +175,14 @@ impl EventSpec {
     }
 
     fn span_record(&self, time_ns: u64, index: usize) -> Result<Span, SpecError> {
-        let not_spans = |field| SpecError::Field {
-            field,
-            signal: "spans",
-        };
-        for (field, set) in [
-            ("body", self.body.is_some()),
-            ("severity_text", self.severity_text.is_some()),
-            ("severity_number", self.severity_number.is_some()),
-        ] {
-            if set {
-                return Err(not_spans(field));
-            }
-        }
+        refuse_fields(
+            "spans",
+            [
+                ("body", self.body.is_some()),
+                ("severity_text", self.severity_text.is_some()),
+                ("severity_number", self.severity_number.is_some()),
+            ],
+        )?;
         let kind = match self.kind.as_deref().unwrap_or("INTERNAL") {
             "SERVER" => SpanKind::Server,
             "CLIENT" => SpanKind::Client,
@@ -238,6 +228,17 @@ impl EventSpec {
             }),
             ..Span::default()
         })
+    }
+}
+
+/// The first of `fields` that is set, as an error: it is not a field of `signal`.
+fn refuse_fields<const N: usize>(
+    signal: &'static str,
+    fields: [(&'static str, bool); N],
+) -> Result<(), SpecError> {
+    match fields.iter().find(|(_, set)| *set) {
+        Some((field, _)) => Err(SpecError::Field { field, signal }),
+        None => Ok(()),
     }
 }
 

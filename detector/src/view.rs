@@ -29,10 +29,7 @@ pub struct BatchView<'a> {
 impl<'a> BatchView<'a> {
     /// Views a `logs` or `spans` batch.
     pub fn new(batch: &'a RedactedBatch) -> Result<Self, ViewError> {
-        Self::of_records(batch.signal(), batch.records())
-    }
-
-    pub(crate) fn of_records(signal: Signal, records: &'a RecordBatch) -> Result<Self, ViewError> {
+        let (signal, records) = (batch.signal(), batch.records());
         let missing = |column| ViewError { signal, column };
         let time = records
             .column_by_name(col::TIME)
