@@ -142,6 +142,14 @@ impl DetectorStage {
             });
         }
         let rule_count = rules.len();
+        metrics
+            .detector_rules
+            .with_label_values(&["sigma"])
+            .set(i64::try_from(rule_count).unwrap_or(i64::MAX));
+        metrics
+            .detector_rules
+            .with_label_values(&["sql"])
+            .set(i64::try_from(config.sql.len()).unwrap_or(i64::MAX));
         let detector = Detector::new(config, Arc::new(rules))
             .map_err(|p| anyhow::anyhow!("invalid detector config: {}", p.join("; ")))?;
         let (tx, rx) = bounded(config.queue_batches);
@@ -206,11 +214,17 @@ fn run(mut detector: Detector, rx: Receiver<Input>, writer: AlertWriter, stop: &
                     Ok(mut e) => events.append(&mut e),
                     Err(e) => tracing::error!(error = %e, "detector cannot read batch"),
                 }
+                let signal = batch.signal().as_str();
                 writer
                     .metrics
                     .detector_duration
-                    .with_label_values(&[batch.signal().as_str()])
+                    .with_label_values(&[signal])
                     .observe(started.elapsed().as_secs_f64());
+                writer
+                    .metrics
+                    .detector_records
+                    .with_label_values(&[signal])
+                    .inc_by(batch.num_rows() as u64);
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) if stopping => break,

@@ -67,6 +67,21 @@ pub struct Metrics {
     pub detector_duration: HistogramVec,
     /// Alert state changes that could not be written to the `alerts` table.
     pub alert_write_failures: prometheus::IntCounter,
+    /// Detection rules loaded (Sigma rules and correlations, scheduled SQL rules).
+    pub detector_rules: IntGaugeVec,
+    /// Records run through the detector, by signal.
+    pub detector_records: IntCounterVec,
+    /// Webhook delivery attempts by sink and outcome (`delivered`, `retry`, `dead`).
+    pub webhook_deliveries: IntCounterVec,
+    /// Notifications given up on and kept as dead letters, by sink and reason.
+    pub webhook_dead_letters: IntCounterVec,
+    /// Notifications waiting in a sink's outbox.
+    pub webhook_outbox: IntGaugeVec,
+    /// 1 while a sink delivers, 0 once a receiver answered 410 Gone and it was disabled.
+    pub webhook_sink_up: IntGaugeVec,
+    pub webhook_duration: HistogramVec,
+    /// Records stored per service (capped label set, overflow in `other`) and signal.
+    pub service_records: IntCounterVec,
     services: ServiceLabels,
 }
 
@@ -191,7 +206,7 @@ impl Metrics {
                 "vigil_query_duration_seconds",
                 "SQL query wall time",
                 &["outcome"],
-                latency_buckets,
+                latency_buckets.clone(),
             )?,
             redactions: counter(
                 "vigil_redactions_total",
@@ -223,6 +238,47 @@ impl Metrics {
                 ],
             )?,
             alert_write_failures,
+            detector_rules: gauge_vec(
+                "vigil_detector_rules",
+                "Detection rules loaded",
+                &["kind"],
+            )?,
+            detector_records: counter(
+                "vigil_detector_records_total",
+                "Records run through the detector",
+                &["signal"],
+            )?,
+            webhook_deliveries: counter(
+                "vigil_webhook_deliveries_total",
+                "Webhook delivery attempts, by outcome (delivered, retry, dead)",
+                &["sink", "outcome"],
+            )?,
+            webhook_dead_letters: counter(
+                "vigil_webhook_dead_letters_total",
+                "Notifications given up on and kept in the dead_letters table",
+                &["sink", "reason"],
+            )?,
+            webhook_outbox: gauge_vec(
+                "vigil_webhook_outbox_messages",
+                "Notifications waiting in a sink's durable outbox",
+                &["sink"],
+            )?,
+            webhook_sink_up: gauge_vec(
+                "vigil_webhook_sink_up",
+                "1 while a sink delivers; 0 after its receiver answered 410 Gone",
+                &["sink"],
+            )?,
+            webhook_duration: histogram(
+                "vigil_webhook_request_duration_seconds",
+                "Time of one webhook HTTP request, until the receiver answered or failed",
+                &["sink"],
+                latency_buckets,
+            )?,
+            service_records: counter(
+                "vigil_service_records_total",
+                "Records stored, by service (at most 200 services, the rest as `other`) and signal",
+                &["service", "signal"],
+            )?,
             services: ServiceLabels {
                 seen: Default::default(),
             },
@@ -240,6 +296,32 @@ impl Metrics {
                     self.services.label(&f.service),
                 ])
                 .inc_by(f.count);
+        }
+    }
+
+    /// Counts the records of one stored batch per service.
+    pub fn record_services(&self, batch: &vigil_core::RedactedBatch) {
+        use arrow::array::AsArray;
+        let Some(column) = batch
+            .records()
+            .column_by_name(vigil_core::schema::col::SERVICE)
+            .and_then(|c| c.as_string_opt::<i32>())
+        else {
+            return;
+        };
+        let mut counts: Vec<(&str, u64)> = Vec::new();
+        for service in column.iter().flatten() {
+            // Batches hold one or a few services: a short list beats a map.
+            match counts.iter_mut().find(|(s, _)| *s == service) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((service, 1)),
+            }
+        }
+        let signal = batch.signal().as_str();
+        for (service, n) in counts {
+            self.service_records
+                .with_label_values(&[self.services.label(service), signal])
+                .inc_by(n);
         }
     }
 

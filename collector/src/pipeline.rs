@@ -195,6 +195,7 @@ impl IngestHandle {
                     IngestError::unavailable(msg, inner.retry_after),
                 ),
             })?;
+            metrics.record_services(&for_detector);
             inner.detector.offer(for_detector);
         }
         let labels = [signal.as_str(), transport.as_str()];
