@@ -10,6 +10,8 @@ use vigil_core::Redactor;
 use vigil_core::redact::RedactionConfig;
 use vigil_detector::DetectorConfig;
 
+use crate::sinks::AlertsConfig;
+
 /// The only config version this build understands.
 pub const CONFIG_VERSION: u32 = 1;
 
@@ -26,6 +28,7 @@ pub struct RawConfig {
     pub query: QueryConfig,
     pub redaction: RedactionConfig,
     pub detector: DetectorConfig,
+    pub alerts: AlertsConfig,
 }
 
 impl Default for RawConfig {
@@ -39,6 +42,7 @@ impl Default for RawConfig {
             query: QueryConfig::default(),
             redaction: RedactionConfig::default(),
             detector: DetectorConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -312,6 +316,7 @@ impl RawConfig {
             problems.extend(e.0);
         }
         problems.extend(self.detector.validate());
+        problems.extend(self.alerts.validate());
         if problems.is_empty() {
             Ok(Config(self))
         } else {

@@ -19,6 +19,7 @@ use vigil_detector::{
 
 use crate::metrics::Metrics;
 use crate::pipeline::now_ns;
+use crate::sinks::Sinks;
 use crate::query::{QueryEngine, QueryResult};
 use crate::storage::{AppendError, Appender};
 use arrow::array::{Array, ArrayRef};
@@ -131,6 +132,7 @@ impl DetectorStage {
         rules: RuleSet,
         redactor: Redactor,
         appender: Appender,
+        sinks: Sinks,
         metrics: Metrics,
     ) -> anyhow::Result<Self> {
         if !config.enabled {
@@ -157,6 +159,7 @@ impl DetectorStage {
         let writer = AlertWriter {
             redactor,
             appender,
+            sinks,
             metrics: metrics.clone(),
             runtime,
         };
@@ -249,11 +252,11 @@ fn run(mut detector: Detector, rx: Receiver<Input>, writer: AlertWriter, stop: &
     }
 }
 
-/// Where alert state changes go: the log, metrics and the `alerts` table. Webhook sinks
-/// plug in here.
+/// Where alert state changes go: the log, metrics, the `alerts` table and the webhook sinks.
 struct AlertWriter {
     redactor: Redactor,
     appender: Appender,
+    sinks: Sinks,
     metrics: Metrics,
     runtime: tokio::runtime::Handle,
 }
@@ -284,6 +287,8 @@ impl AlertWriter {
                 .inc_by(events.len() as u64);
             tracing::error!(error = %e, alerts = events.len(), "cannot write alerts table");
         }
+        // Sinks get the alerts whether or not the table took them: on-call still hears of it.
+        self.sinks.accept(events);
     }
 
     fn store(&self, events: &[AlertEvent]) -> anyhow::Result<()> {

@@ -1,5 +1,5 @@
 //! Vigil's collector: OTLP receivers, the ingest pipeline, durable storage (WAL + Parquet),
-//! the DataFusion SQL engine and the HTTP API. `topology` wires them; `main.rs` is the CLI.
+//! the DataFusion SQL engine, the HTTP API and the webhook sinks. `topology` wires them; `main.rs` is the CLI.
 
 pub mod api;
 pub mod config;
@@ -10,5 +10,6 @@ pub mod pipeline;
 pub mod query;
 pub mod receiver;
 pub mod secrets;
+pub mod sinks;
 pub mod storage;
 pub mod topology;

@@ -6,10 +6,13 @@
 //! OTLP/HTTP ─┴─▶ IngestHandle: decode (Arrow) ─▶ redact ─▶ WAL writer ─▶ catalog ◀─ SQL / API
 //!                                                   │          └─▶ compactor ─▶ Parquet ─▶ retention
 //!                                                   └─▶ detector thread ─▶ alerts ─▶ redact ─▶ WAL (`alerts`)
+//!                                                                              └─▶ sinks: outbox ─▶ webhooks
+//!                                                                                        └─▶ WAL (`dead_letters`)
 //! ```
 //! Shutdown: stop accepting, finish in-flight requests (their appends are still served), let
-//! the detector finish its queue and write its alerts, then close storage: the WAL writer
-//! drains its queue and fsyncs, queued compactions finish.
+//! the detector finish its queue and write its alerts, let webhook requests in flight finish
+//! (the rest stays in the outbox), then close storage: the WAL writer drains its queue and
+//! fsyncs, queued compactions finish.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::IngestHandle;
 use crate::query::QueryEngine;
 use crate::receiver;
+use crate::sinks::SinkStage;
 use crate::storage::Storage;
 
 /// Where the listeners actually bound (ports may have been 0 in the config).
@@ -46,6 +50,7 @@ pub struct Topology {
     config: Config,
     storage: Storage,
     detector: DetectorStage,
+    sinks: SinkStage,
     stop: watch::Sender<bool>,
     servers: JoinSet<anyhow::Result<()>>,
 }
@@ -76,11 +81,30 @@ impl Topology {
         let rules = detection::load_rules(&config.detector).map_err(|problems| {
             anyhow::anyhow!("invalid detection rules:\n  - {}", problems.join("\n  - "))
         })?;
+
+        let grpc = bind(config.server.grpc_addr, "server.grpc_addr").await?;
+        let http = bind(config.server.http_addr, "server.http_addr").await?;
+        let api = bind(config.server.api_addr, "server.api_addr").await?;
+        let addrs = BoundAddrs {
+            grpc: grpc.local_addr()?,
+            http: http.local_addr()?,
+            api: api.local_addr()?,
+        };
+
+        let sinks = SinkStage::start(
+            &config.alerts,
+            &format!("http://{}", addrs.api),
+            &config.storage.data_dir,
+            redactor.clone(),
+            storage.appender(),
+            metrics.clone(),
+        )?;
         let detector = DetectorStage::start(
             &config.detector,
             rules,
             redactor.clone(),
             storage.appender(),
+            sinks.sinks(),
             metrics.clone(),
         )?;
         let ingest = IngestHandle::new(
@@ -96,15 +120,6 @@ impl Topology {
             .map_err(|p| {
                 anyhow::anyhow!("invalid scheduled sql rules:\n  - {}", p.join("\n  - "))
             })?;
-
-        let grpc = bind(config.server.grpc_addr, "server.grpc_addr").await?;
-        let http = bind(config.server.http_addr, "server.http_addr").await?;
-        let api = bind(config.server.api_addr, "server.api_addr").await?;
-        let addrs = BoundAddrs {
-            grpc: grpc.local_addr()?,
-            http: http.local_addr()?,
-            api: api.local_addr()?,
-        };
 
         let (stop, stopped) = watch::channel(false);
         let mut servers = JoinSet::new();
@@ -138,6 +153,7 @@ impl Topology {
             config,
             storage,
             detector,
+            sinks,
             stop,
             servers,
         })
@@ -168,6 +184,7 @@ impl Topology {
         tokio::task::spawn_blocking(move || detector.close())
             .await
             .context("detector close task failed")?;
+        self.sinks.close(self.config.server.shutdown_timeout).await;
         let storage = self.storage;
         tokio::task::spawn_blocking(move || storage.close())
             .await

@@ -6,7 +6,7 @@ use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::redact::Findings;
-use crate::schema::{alerts_schema, logs_schema, spans_schema};
+use crate::schema::{alerts_schema, dead_letters_schema, logs_schema, spans_schema};
 
 /// Which table a batch belongs to: the two telemetry signals Vigil ingests, and the alerts the
 /// detector derives from them.
@@ -16,11 +16,17 @@ pub enum Signal {
     Logs,
     Spans,
     Alerts,
+    DeadLetters,
 }
 
 impl Signal {
     /// Every table storage keeps.
-    pub const ALL: [Signal; 3] = [Signal::Logs, Signal::Spans, Signal::Alerts];
+    pub const ALL: [Signal; 4] = [
+        Signal::Logs,
+        Signal::Spans,
+        Signal::Alerts,
+        Signal::DeadLetters,
+    ];
     /// The signals that arrive over OTLP.
     pub const TELEMETRY: [Signal; 2] = [Signal::Logs, Signal::Spans];
 
@@ -30,6 +36,7 @@ impl Signal {
             Signal::Logs => "logs",
             Signal::Spans => "spans",
             Signal::Alerts => "alerts",
+            Signal::DeadLetters => "dead_letters",
         }
     }
 
@@ -38,6 +45,7 @@ impl Signal {
             Signal::Logs => logs_schema(),
             Signal::Spans => spans_schema(),
             Signal::Alerts => alerts_schema(),
+            Signal::DeadLetters => dead_letters_schema(),
         }
     }
 
@@ -46,6 +54,7 @@ impl Signal {
             "logs" => Some(Signal::Logs),
             "spans" => Some(Signal::Spans),
             "alerts" => Some(Signal::Alerts),
+            "dead_letters" => Some(Signal::DeadLetters),
             _ => None,
         }
     }

@@ -147,6 +147,8 @@ impl Rejections {
             (Signal::Spans, _) => "spans",
             (Signal::Alerts, 1) => "alert",
             (Signal::Alerts, _) => "alerts",
+            (Signal::DeadLetters, 1) => "dead letter",
+            (Signal::DeadLetters, _) => "dead letters",
         };
         let reasons: Vec<String> = Reason::ALL
             .iter()

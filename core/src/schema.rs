@@ -132,6 +132,31 @@ static ALERTS: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+static DEAD_LETTERS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        // When delivery was given up.
+        ts("time"),
+        // When the notification was first queued.
+        ts("queued_time"),
+        utf8("sink", false),
+        utf8("format", false),
+        utf8("url", false),
+        // The Standard Webhooks `webhook-id` the receiver would have seen.
+        utf8("message_id", false),
+        // The alerts' service, or `mixed` when a notification grouped several.
+        utf8("service", false),
+        // Comma-separated fingerprints of the alerts in the notification.
+        utf8("fingerprints", false),
+        // rejected | gone | retries_exhausted | outbox_full | egress_denied
+        utf8("reason", false),
+        Field::new("attempts", DataType::UInt32, false),
+        Field::new("last_status", DataType::UInt16, true),
+        utf8("last_error", false),
+        // The exact body that was (or would have been) sent.
+        utf8("payload", false),
+    ]))
+});
+
 /// Schema of the `logs` table.
 pub fn logs_schema() -> SchemaRef {
     LOGS.clone()
@@ -145,4 +170,9 @@ pub fn spans_schema() -> SchemaRef {
 /// Schema of the `alerts` table: one row per alert state change (fired, resolved).
 pub fn alerts_schema() -> SchemaRef {
     ALERTS.clone()
+}
+
+/// Schema of the `dead_letters` table: webhook notifications Vigil gave up delivering.
+pub fn dead_letters_schema() -> SchemaRef {
+    DEAD_LETTERS.clone()
 }

@@ -156,7 +156,7 @@ pub enum Observation {
     Clear(AlertKey),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Firing,
@@ -173,7 +173,7 @@ impl Status {
 }
 
 /// An alert as the `alerts` table and the sinks see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Alert {
     pub fingerprint: String,
     pub rule_id: String,

@@ -854,7 +854,7 @@ impl Bucket {
                     source = true;
                 }
             }
-            Signal::Alerts => return,
+            Signal::Alerts | Signal::DeadLetters => return,
         }
         self.errors += u64::from(error);
         self.auth_failures += u64::from(auth_failure);

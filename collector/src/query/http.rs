@@ -6,11 +6,11 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::extract::rejection::BytesRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::{OutputFormat, QueryEngine, QueryError, encode};
@@ -36,10 +36,33 @@ struct QueryRequest {
 /// statement; 413 body over axum's default 2 MiB limit; 422 result larger than the row cap;
 /// 503 query over its memory limit; 504 query over its time limit (not 408, which clients and
 /// proxies retry automatically); 500 internal error (detail logged, not returned).
+///
+/// `GET /api/v1/alerts/{fingerprint}`: every state change of one alert (the rows of the
+/// `alerts` table), oldest first, in the query API's JSON shape. Webhook payloads link here.
 pub fn router(engine: Arc<QueryEngine>, metrics: Metrics) -> Router {
     Router::new()
         .route("/api/v1/query", post(query))
+        .route("/api/v1/alerts/{fingerprint}", get(alert))
         .with_state(ApiState { engine, metrics })
+}
+
+async fn alert(State(api): State<ApiState>, Path(fingerprint): Path<String>) -> Response {
+    // Fingerprints are 16 lower-case hex digits; checking that also keeps the SQL literal safe.
+    if fingerprint.len() != 16 || !fingerprint.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return error_response(&QueryError::Invalid(
+            "an alert fingerprint is 16 lower-case hex digits".into(),
+        ));
+    }
+    let request = QueryRequest {
+        sql: format!(
+            "SELECT * FROM alerts WHERE fingerprint = '{fingerprint}' ORDER BY last_seen, status"
+        ),
+        format: OutputFormat::default(),
+    };
+    match run(&api.engine, request).await {
+        Ok((content_type, body)) => ([(header::CONTENT_TYPE, content_type)], Body::from(body)).into_response(),
+        Err(error) => error_response(&error),
+    }
 }
 
 async fn query(State(api): State<ApiState>, body: Result<Bytes, BytesRejection>) -> Response {
