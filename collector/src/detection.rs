@@ -19,8 +19,8 @@ use vigil_detector::{
 
 use crate::metrics::Metrics;
 use crate::pipeline::now_ns;
-use crate::sinks::Sinks;
 use crate::query::{QueryEngine, QueryResult};
+use crate::sinks::Sinks;
 use crate::storage::{AppendError, Appender};
 use arrow::array::{Array, ArrayRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};

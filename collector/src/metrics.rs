@@ -238,11 +238,7 @@ impl Metrics {
                 ],
             )?,
             alert_write_failures,
-            detector_rules: gauge_vec(
-                "vigil_detector_rules",
-                "Detection rules loaded",
-                &["kind"],
-            )?,
+            detector_rules: gauge_vec("vigil_detector_rules", "Detection rules loaded", &["kind"])?,
             detector_records: counter(
                 "vigil_detector_records_total",
                 "Records run through the detector",

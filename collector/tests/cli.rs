@@ -212,3 +212,38 @@ query = "DROP TABLE logs"
         "{err}"
     );
 }
+
+#[test]
+fn check_config_refuses_webhook_destinations_outside_the_egress_allow_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sinks.toml");
+    std::fs::write(
+        &file,
+        r#"
+[alerts]
+egress_allow = ["siem.example.com"]
+
+[[alerts.sinks]]
+name = "soc"
+format = "alertmanager"
+url = "http://127.0.0.1:9093/api/v2/alerts"
+
+[[alerts.sinks]]
+name = "splunk"
+format = "splunk_hec"
+url = "https://siem.example.com:8088/services/collector/event"
+"#,
+    )
+    .unwrap();
+    let out = vigil().arg("check-config").arg(&file).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("alerts.sinks `soc`: destination 127.0.0.1 is not in alerts.egress_allow"),
+        "{err}"
+    );
+    assert!(
+        err.contains("splunk_hec needs the HEC token in token_env or token_file"),
+        "{err}"
+    );
+}

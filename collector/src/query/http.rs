@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -48,7 +48,11 @@ pub fn router(engine: Arc<QueryEngine>, metrics: Metrics) -> Router {
 
 async fn alert(State(api): State<ApiState>, Path(fingerprint): Path<String>) -> Response {
     // Fingerprints are 16 lower-case hex digits; checking that also keeps the SQL literal safe.
-    if fingerprint.len() != 16 || !fingerprint.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    if fingerprint.len() != 16
+        || !fingerprint
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
         return error_response(&QueryError::Invalid(
             "an alert fingerprint is 16 lower-case hex digits".into(),
         ));
@@ -60,7 +64,9 @@ async fn alert(State(api): State<ApiState>, Path(fingerprint): Path<String>) -> 
         format: OutputFormat::default(),
     };
     match run(&api.engine, request).await {
-        Ok((content_type, body)) => ([(header::CONTENT_TYPE, content_type)], Body::from(body)).into_response(),
+        Ok((content_type, body)) => {
+            ([(header::CONTENT_TYPE, content_type)], Body::from(body)).into_response()
+        }
         Err(error) => error_response(&error),
     }
 }

@@ -233,9 +233,9 @@ impl AlertsConfig {
                 (Format::SplunkHec, false) => problems.push(format!(
                     "{at}: splunk_hec needs the HEC token in token_env or token_file"
                 )),
-                (Format::Alertmanager | Format::Ocsf | Format::Json, true) => {
-                    problems.push(format!("{at}: token_env/token_file only apply to splunk_hec"))
-                }
+                (Format::Alertmanager | Format::Ocsf | Format::Json, true) => problems.push(
+                    format!("{at}: token_env/token_file only apply to splunk_hec"),
+                ),
                 _ => {}
             }
             for field in &sink.group_by {
@@ -345,7 +345,10 @@ mod tests {
             "retry_for must be longer than 0s",
             "secret_env or secret_file, not both",
         ] {
-            assert!(problems.contains(needle), "missing {needle:?} in\n{problems}");
+            assert!(
+                problems.contains(needle),
+                "missing {needle:?} in\n{problems}"
+            );
         }
     }
 

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
+use reqwest::header::{
+    AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT,
+};
 
 use super::config::SinkConfig;
 use super::egress::{EgressPolicy, is_denied};
@@ -26,11 +28,16 @@ pub enum Attempt {
     },
     /// The receiver refused this notification for good (4xx other than 408/429, or a
     /// redirect elsewhere); retrying would not help.
-    Rejected { status: Option<u16>, error: String },
+    Rejected {
+        status: Option<u16>,
+        error: String,
+    },
     /// 410 Gone: the endpoint no longer exists; the sink stops.
     Gone,
     /// The destination resolved outside the egress allow-list.
-    Denied { error: String },
+    Denied {
+        error: String,
+    },
 }
 
 /// Sends notifications for one sink.
@@ -65,7 +72,10 @@ impl Sender {
         token: Option<Vec<u8>>,
     ) -> anyhow::Result<Self> {
         let url = reqwest::Url::parse(&config.url)?;
-        let (host, port) = (url.host_str().map(str::to_owned), url.port_or_known_default());
+        let (host, port) = (
+            url.host_str().map(str::to_owned),
+            url.port_or_known_default(),
+        );
         let redirect = reqwest::redirect::Policy::custom(move |attempt| {
             if attempt.previous().len() >= MAX_REDIRECTS {
                 attempt.error("too many redirects")
@@ -95,7 +105,9 @@ impl Sender {
         let authorization = token
             .map(|t| {
                 let mut v = HeaderValue::from_bytes(&[b"Splunk ".as_slice(), &t].concat())
-                    .map_err(|_| anyhow::anyhow!("the HEC token has characters a header cannot carry"))?;
+                    .map_err(|_| {
+                        anyhow::anyhow!("the HEC token has characters a header cannot carry")
+                    })?;
                 v.set_sensitive(true);
                 Ok::<_, anyhow::Error>(v)
             })
@@ -263,7 +275,10 @@ mod tests {
         }
         for s in [400, 401, 403, 404, 413, 422, 301, 302] {
             assert!(
-                matches!(classify(StatusCode::from_u16(s).unwrap(), None), Attempt::Rejected { .. }),
+                matches!(
+                    classify(StatusCode::from_u16(s).unwrap(), None),
+                    Attempt::Rejected { .. }
+                ),
                 "{s} is not retried"
             );
         }
@@ -277,7 +292,10 @@ mod tests {
         assert_eq!(parse_retry_after(&h("7")), Some(Duration::from_secs(7)));
         let later = std::time::SystemTime::now() + Duration::from_secs(120);
         let d = parse_retry_after(&h(&httpdate::fmt_http_date(later))).unwrap();
-        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
         assert_eq!(parse_retry_after(&h("soon")), None);
         match classify(StatusCode::SERVICE_UNAVAILABLE, Some(&h("30"))) {
             Attempt::Retry { after, .. } => assert_eq!(after, Some(Duration::from_secs(30))),
@@ -291,7 +309,10 @@ mod tests {
         for attempts in 1..30 {
             let exp = (i * 2u32.pow((attempts - 1).min(20))).min(m);
             let d = backoff(i, m, attempts, None);
-            assert!(d >= exp / 2 && d <= exp, "attempt {attempts}: {d:?} vs {exp:?}");
+            assert!(
+                d >= exp / 2 && d <= exp,
+                "attempt {attempts}: {d:?} vs {exp:?}"
+            );
         }
         assert!(backoff(i, m, 1, Some(Duration::from_secs(90))) >= Duration::from_secs(90));
     }

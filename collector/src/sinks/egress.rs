@@ -109,9 +109,8 @@ impl Resolve for CheckedResolver {
         let policy = self.0.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let by_name = policy.name_allowed(&host);
             let allowed: Vec<SocketAddr> = resolved
                 .into_iter()
@@ -120,7 +119,8 @@ impl Resolve for CheckedResolver {
             if allowed.is_empty() {
                 return Err(Box::new(EgressDenied(format!(
                     "{host} resolves to no address allowed by alerts.egress_allow"
-                ))) as Box<dyn std::error::Error + Send + Sync>);
+                )))
+                    as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })

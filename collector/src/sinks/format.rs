@@ -365,8 +365,8 @@ mod tests {
             let text = serde_json::to_string_pretty(got).unwrap() + "\n";
             std::fs::write(&path, text).unwrap();
         }
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         serde_json::from_str(&text).unwrap()
     }
 
@@ -381,7 +381,12 @@ mod tests {
         ] {
             let body = render(&ctx(format), &notification());
             let got: Value = serde_json::from_slice(&body).unwrap();
-            assert_eq!(got, golden(file, &got), "{file}:\n{}", serde_json::to_string_pretty(&got).unwrap());
+            assert_eq!(
+                got,
+                golden(file, &got),
+                "{file}:\n{}",
+                serde_json::to_string_pretty(&got).unwrap()
+            );
         }
         let body = String::from_utf8(render(&ctx(Format::SplunkHec), &notification())).unwrap();
         let events: Vec<Value> = body

@@ -200,7 +200,10 @@ fn message_id(sink: &str, group_key: &str, created_ns: i64, n: u64) -> String {
     h.update([0]);
     h.update(created_ns.to_be_bytes());
     h.update(n.to_be_bytes());
-    format!("msg_{}", hex::encode(h.finalize().get(..12).unwrap_or_default()))
+    format!(
+        "msg_{}",
+        hex::encode(h.finalize().get(..12).unwrap_or_default())
+    )
 }
 
 #[cfg(test)]
@@ -253,7 +256,11 @@ mod tests {
         assert_eq!(sent[1].alerts.len(), 1);
 
         // A change waits for group_interval; the resolved alert goes out once, then leaves.
-        g.accept(&r, &alert("brute", "auth", "a1", Status::Resolved), 20 * SEC);
+        g.accept(
+            &r,
+            &alert("brute", "auth", "a1", Status::Resolved),
+            20 * SEC,
+        );
         assert!(g.due(&r, 60 * SEC).is_empty());
         let sent = g.due(&r, 73 * SEC);
         assert_eq!(sent.len(), 1);
@@ -265,7 +272,11 @@ mod tests {
         let again = g.due(&r, 3700 * SEC);
         assert_eq!(again.len(), 2);
         assert!(again.iter().all(|n| n.id != sent[0].id));
-        assert!(again.iter().all(|n| n.alerts.iter().all(|a| a.fingerprint != "a1")));
+        assert!(
+            again
+                .iter()
+                .all(|n| n.alerts.iter().all(|a| a.fingerprint != "a1"))
+        );
     }
 
     #[test]

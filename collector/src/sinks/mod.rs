@@ -25,8 +25,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arrow::array::{
-    ArrayRef, RecordBatch, StringBuilder, TimestampNanosecondBuilder, UInt16Builder,
-    UInt32Builder,
+    ArrayRef, RecordBatch, StringBuilder, TimestampNanosecondBuilder, UInt16Builder, UInt32Builder,
 };
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
@@ -236,7 +235,9 @@ impl SinkStage {
         let _ = self.stop.send(true);
         let drain = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(timeout, drain).await.is_err() {
-            tracing::warn!("webhook deliveries still in flight at shutdown; they resume on restart");
+            tracing::warn!(
+                "webhook deliveries still in flight at shutdown; they resume on restart"
+            );
             self.tasks.abort_all();
         }
     }
@@ -262,7 +263,10 @@ impl Sink {
                 let sink = self.clone();
                 requests.spawn(async move {
                     let started = std::time::Instant::now();
-                    let outcome = sink.sender.send(&m.id, &m.body, now_ns() / 1_000_000_000).await;
+                    let outcome = sink
+                        .sender
+                        .send(&m.id, &m.body, now_ns() / 1_000_000_000)
+                        .await;
                     sink.metrics
                         .webhook_duration
                         .with_label_values(&[sink.name()])
@@ -384,7 +388,9 @@ impl Sink {
             .into_iter()
             .flatten()
             .min();
-        let ns = next.map_or(60_000_000_000, |t| t.saturating_sub(now).clamp(0, 60_000_000_000));
+        let ns = next.map_or(60_000_000_000, |t| {
+            t.saturating_sub(now).clamp(0, 60_000_000_000)
+        });
         Duration::from_nanos(u64::try_from(ns).unwrap_or(0)).max(Duration::from_millis(5))
     }
 
@@ -407,9 +413,18 @@ impl Sink {
                 }
                 None
             }
-            Attempt::Retry { status, error, after } => {
+            Attempt::Retry {
+                status,
+                error,
+                after,
+            } => {
                 let now = now_ns();
-                let delay = backoff(self.config.initial_backoff, self.config.max_backoff, m.attempts, after);
+                let delay = backoff(
+                    self.config.initial_backoff,
+                    self.config.max_backoff,
+                    m.attempts,
+                    after,
+                );
                 let next = now.saturating_add(i64::try_from(delay.as_nanos()).unwrap_or(i64::MAX));
                 let budget_end = m.created_ns.saturating_add(
                     i64::try_from(self.config.retry_for.as_nanos()).unwrap_or(i64::MAX),
@@ -439,7 +454,10 @@ impl Sink {
                 tracing::error!(sink = %self.name(), destination = %self.sender.origin(),
                     "WEBHOOK SINK DISABLED: the receiver answered 410 Gone. Notifications stay \
                      in the outbox and are retried after the sink is fixed and Vigil restarts");
-                self.metrics.webhook_sink_up.with_label_values(&[self.name()]).set(0);
+                self.metrics
+                    .webhook_sink_up
+                    .with_label_values(&[self.name()])
+                    .set(0);
                 self.state.lock().up = false;
                 Some(DeadReason::Gone)
             }
@@ -522,11 +540,16 @@ impl DeadLetterWriter {
     async fn write(&self, m: &Message) -> anyhow::Result<()> {
         let batch = Batch::new(Signal::DeadLetters, self.batch(m)?)
             .context("dead letter batch has the wrong schema")?;
-        let batch = self.redactor.apply(batch).context("cannot redact dead letter")?;
+        let batch = self
+            .redactor
+            .apply(batch)
+            .context("cannot redact dead letter")?;
         for _ in 0..WRITE_ATTEMPTS {
             match self.appender.append(batch.clone()).await {
                 Ok(()) => return Ok(()),
-                Err(AppendError::Overloaded) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(AppendError::Overloaded) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
                 Err(AppendError::Unavailable(msg)) => anyhow::bail!("storage unavailable: {msg}"),
             }
         }

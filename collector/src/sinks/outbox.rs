@@ -189,7 +189,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (outbox, r) = Outbox::open(dir.path()).unwrap();
         assert!(r.pending.is_empty() && r.dead.is_empty());
-        let (a, b, c) = (message("msg_b", 2), message("msg_a", 1), message("msg_c", 3));
+        let (a, b, c) = (
+            message("msg_b", 2),
+            message("msg_a", 1),
+            message("msg_c", 3),
+        );
         for m in [&a, &b, &c] {
             outbox.put(m).unwrap();
         }
@@ -199,7 +203,11 @@ mod tests {
         outbox.put(&a2).unwrap();
         outbox.remove(&c).unwrap();
         outbox.bury(&b).unwrap();
-        std::fs::write(dir.path().join("pending/00000000000000000009-msg_x.json"), b"{torn").unwrap();
+        std::fs::write(
+            dir.path().join("pending/00000000000000000009-msg_x.json"),
+            b"{torn",
+        )
+        .unwrap();
         drop(outbox);
 
         let (outbox, r) = Outbox::open(dir.path()).unwrap();

@@ -41,7 +41,8 @@ fn role(signal: Signal, column: &str) -> Role {
         // that nothing reaches disk without it.
         (Signal::Alerts, "summary" | "rule_title") => Role::Text,
         (Signal::Alerts, "details") => Role::Body,
-        (Signal::DeadLetters, "url" | "last_error") => Role::Text,
+        // `url` is the sink's configured destination (origin only), not telemetry.
+        (Signal::DeadLetters, "last_error") => Role::Text,
         (Signal::DeadLetters, "payload") => Role::Body,
         _ => Role::Keep,
     }

@@ -18,7 +18,7 @@ use crate::harness::{Vigil, eventually};
 const SQLI_RULE: &str = "4f7c1d52-8a3e-4c0b-9d6e-1b2a3c4d5e01";
 const BRUTE_FORCE_RULE: &str = "7b1e2c3d-4f5a-4b6c-8d9e-0f1a2b3c4d03";
 /// A made-up key of the real AWS access key id shape.
-const AWS_KEY: &str = "AKIAZ7Q3X5LMN2P4R6T7";
+pub(crate) const AWS_KEY: &str = "AKIAZ7Q3X5LMN2P4R6T7";
 
 fn resource(service: &str) -> Resource {
     Resource::builder()
@@ -120,7 +120,11 @@ async fn send_requests(vigil: &Vigil, requests: Vec<Request>) {
 }
 
 /// Sends log lines of `service`, each with a client address.
-async fn send_logs(vigil: &Vigil, service: &str, lines: Vec<(String, String, Severity)>) {
+pub(crate) async fn send_logs(
+    vigil: &Vigil,
+    service: &str,
+    lines: Vec<(String, String, Severity)>,
+) {
     let provider = logger_provider(vigil, service);
     tokio::task::spawn_blocking(move || {
         let logger = provider.logger("app");

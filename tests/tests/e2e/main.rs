@@ -11,3 +11,4 @@ mod otlp;
 mod redaction;
 mod sdk;
 mod storage;
+mod webhooks;
