@@ -1,6 +1,11 @@
 //! Vigil's own Prometheus metrics. Every name and label set lives here; labels come from small
 //! closed sets so cardinality stays bounded. One `Metrics` is built per topology and passed in.
 
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use prometheus::core::Collector;
+use prometheus::proto::MetricType;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -83,6 +88,22 @@ pub struct Metrics {
     /// Records stored per service (capped label set, overflow in `other`) and signal.
     pub service_records: IntCounterVec,
     services: ServiceLabels,
+    /// Every series name registered, sorted (see [`Metrics::metric_names`]).
+    names: Arc<[String]>,
+}
+
+/// The series names `collector` exposes in the text format.
+fn series_names(collector: &dyn Collector) -> Vec<String> {
+    let mut names = Vec::new();
+    for family in collector.collect() {
+        let suffixes: &[&str] = match family.get_field_type() {
+            MetricType::HISTOGRAM => &["_bucket", "_sum", "_count"],
+            MetricType::SUMMARY => &["", "_sum", "_count"],
+            MetricType::COUNTER | MetricType::GAUGE | MetricType::UNTYPED => &[""],
+        };
+        names.extend(suffixes.iter().map(|s| format!("{}{s}", family.name())));
+    }
+    names
 }
 
 /// Services seen get their own label value up to a cap; the rest share `other`, so a flood of
@@ -113,16 +134,23 @@ impl ServiceLabels {
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
+        // Series names are noted as each metric is registered: `Registry::gather` leaves out
+        // labelled metrics that have no series yet, so it cannot list them all.
+        let names = RefCell::new(Vec::new());
+        let register = |collector: Box<dyn Collector>| -> Result<(), prometheus::Error> {
+            names.borrow_mut().extend(series_names(collector.as_ref()));
+            registry.register(collector)
+        };
         let counter =
             |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
                 let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-                registry.register(Box::new(c.clone()))?;
+                register(Box::new(c.clone()))?;
                 Ok(c)
             };
         let gauge_vec =
             |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
                 let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
-                registry.register(Box::new(g.clone()))?;
+                register(Box::new(g.clone()))?;
                 Ok(g)
             };
         let histogram = |name: &str,
@@ -131,7 +159,7 @@ impl Metrics {
                          buckets: Vec<f64>|
          -> Result<HistogramVec, prometheus::Error> {
             let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)?;
-            registry.register(Box::new(h.clone()))?;
+            register(Box::new(h.clone()))?;
             Ok(h)
         };
         let latency_buckets = vec![
@@ -139,14 +167,14 @@ impl Metrics {
         ];
         let wal_bytes =
             IntGauge::new("vigil_wal_bytes", "Bytes in WAL segments not yet compacted")?;
-        registry.register(Box::new(wal_bytes.clone()))?;
+        register(Box::new(wal_bytes.clone()))?;
         let alerts_firing = IntGauge::new("vigil_alerts_firing", "Alerts firing now")?;
-        registry.register(Box::new(alerts_firing.clone()))?;
+        register(Box::new(alerts_firing.clone()))?;
         let alert_write_failures = prometheus::IntCounter::new(
             "vigil_alert_write_failures_total",
             "Alert state changes that could not be written to the alerts table",
         )?;
-        registry.register(Box::new(alert_write_failures.clone()))?;
+        register(Box::new(alert_write_failures.clone()))?;
         Ok(Self {
             received_records: counter(
                 "vigil_received_records_total",
@@ -278,8 +306,21 @@ impl Metrics {
             services: ServiceLabels {
                 seen: Default::default(),
             },
+            // Fields are built in the order written: every metric is registered by now.
+            names: {
+                let mut names = names.take();
+                names.sort();
+                names.into()
+            },
             registry,
         })
+    }
+
+    /// Every series name Vigil exports, whether or not it has a value yet: what a dashboard
+    /// or alert rule may select. A histogram contributes its `_bucket`, `_sum` and `_count`
+    /// series (not its base name, which no series carries). Sorted.
+    pub fn metric_names(&self) -> Vec<String> {
+        self.names.to_vec()
     }
 
     /// Counts what the redactor found in one batch.

@@ -8,6 +8,7 @@ mod detection;
 mod durability;
 mod harness;
 mod otlp;
+mod prometheus;
 mod redaction;
 mod sdk;
 mod storage;
