@@ -6,15 +6,16 @@ use std::path::Path;
 fn main() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rules");
     println!("cargo:rerun-if-changed={}", dir.display());
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "yml" || e == "yaml"))
-                .collect()
-        })
-        .unwrap_or_default();
+    // A binary without its shipped rules would run with no detections and say nothing:
+    // refuse to build it.
+    let entries = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read the shipped rules in {}: {e}", dir.display()));
+    let mut files: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yml" || e == "yaml"))
+        .collect();
+    assert!(!files.is_empty(), "no rule files in {}", dir.display());
     files.sort();
     let mut code = String::from(
         "/// `(file name, contents)` of every shipped rule file.\npub const RULES: &[(&str, &str)] = &[\n",

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod config;
+pub mod demo;
 pub mod detection;
 pub mod error;
 pub mod metrics;

@@ -35,6 +35,24 @@ enum Command {
         #[arg(long)]
         addr_file: Option<PathBuf>,
     },
+    /// Run the pipeline on embedded defaults (data in ./vigil-demo-data) with a built-in
+    /// traffic generator: a small shop of services, PII in some records and a scripted attack
+    /// every few seconds.
+    Demo {
+        /// Where the demo's data goes.
+        #[arg(long, default_value = "vigil-demo-data")]
+        data_dir: PathBuf,
+        /// Listener addresses (port 0 picks a free one), if the defaults are taken.
+        #[arg(long, default_value = "127.0.0.1:4317")]
+        grpc_addr: std::net::SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:4318")]
+        http_addr: std::net::SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        api_addr: std::net::SocketAddr,
+        /// Write the bound listener addresses as JSON to this file once serving.
+        #[arg(long)]
+        addr_file: Option<PathBuf>,
+    },
     /// Run one SQL statement against a running Vigil or directly on a data directory.
     Query {
         /// Base URL of a running Vigil's API.
@@ -82,6 +100,20 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Serve { config, addr_file } => serve(config.as_deref(), addr_file),
+        Command::Demo {
+            data_dir,
+            grpc_addr,
+            http_addr,
+            api_addr,
+            addr_file,
+        } => {
+            let mut config = vigil_collector::demo::config();
+            config.storage.data_dir = data_dir;
+            config.server.grpc_addr = grpc_addr;
+            config.server.http_addr = http_addr;
+            config.server.api_addr = api_addr;
+            demo(config, addr_file)
+        }
         Command::Query {
             url,
             data_dir,
@@ -132,14 +164,48 @@ fn serve(config_path: Option<&Path>, addr_file: Option<PathBuf>) -> anyhow::Resu
     let config = load_config(config_path)?;
     runtime()?.block_on(async move {
         let topology = Topology::start(config).await?;
-        if let Some(path) = addr_file {
-            let json = serde_json::to_vec(&topology.addrs)?;
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, json)
-                .and_then(|()| std::fs::rename(&tmp, &path))
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
+        write_addr_file(&topology, addr_file.as_deref())?;
         topology.run_until(shutdown_signal()).await
+    })
+}
+
+fn write_addr_file(topology: &Topology, path: Option<&Path>) -> anyhow::Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let json = serde_json::to_vec(&topology.addrs)?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, json)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn demo(config: RawConfig, addr_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = config.validate()?;
+    runtime()?.block_on(async move {
+        let topology = Topology::start(config).await?;
+        write_addr_file(&topology, addr_file.as_deref())?;
+        let api = topology.addrs.api;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let traffic = tokio::spawn(vigil_collector::demo::generate(topology.addrs.grpc, stopped));
+        println!(
+            "Vigil demo: a shop of services is sending traces and logs; an attack plays every few \
+             seconds.\n\
+             \n  alerts:   vigil query --url http://{api} \"SELECT time, severity, rule_title, service, summary FROM alerts ORDER BY time DESC LIMIT 20\"\
+             \n  records:  vigil query --url http://{api} \"SELECT service, count(*) FROM logs GROUP BY service\"\
+             \n  metrics:  curl -s http://{api}/metrics | grep vigil_alerts\
+             \n\nStop with Ctrl-C."
+        );
+        let result = topology
+            .run_until(async {
+                shutdown_signal().await;
+                let _ = stop.send(true);
+            })
+            .await;
+        match traffic.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "demo traffic stopped"),
+            Err(e) => tracing::warn!(error = %e, "demo traffic task failed"),
+            Ok(Ok(())) => {}
+        }
+        result
     })
 }
 
