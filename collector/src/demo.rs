@@ -319,15 +319,8 @@ impl Shop {
     }
 
     fn traces(&mut self) -> ExportTraceServiceRequest {
-        let mut by_service: Vec<(&'static str, Vec<Span>)> = Vec::new();
-        for (service, span) in self.spans.drain(..) {
-            match by_service.iter_mut().find(|(s, _)| *s == service) {
-                Some((_, spans)) => spans.push(span),
-                None => by_service.push((service, vec![span])),
-            }
-        }
         ExportTraceServiceRequest {
-            resource_spans: by_service
+            resource_spans: by_service(self.spans.drain(..))
                 .into_iter()
                 .map(|(service, spans)| ResourceSpans {
                     resource: Some(resource(service)),
@@ -342,15 +335,8 @@ impl Shop {
     }
 
     fn logs(&mut self) -> ExportLogsServiceRequest {
-        let mut by_service: Vec<(&'static str, Vec<LogRecord>)> = Vec::new();
-        for (service, record) in self.logs.drain(..) {
-            match by_service.iter_mut().find(|(s, _)| *s == service) {
-                Some((_, records)) => records.push(record),
-                None => by_service.push((service, vec![record])),
-            }
-        }
         ExportLogsServiceRequest {
-            resource_logs: by_service
+            resource_logs: by_service(self.logs.drain(..))
                 .into_iter()
                 .map(|(service, log_records)| ResourceLogs {
                     resource: Some(resource(service)),
@@ -363,6 +349,18 @@ impl Shop {
                 .collect(),
         }
     }
+}
+
+/// Items grouped by service, in order of first appearance (one resource per service).
+fn by_service<T>(items: impl Iterator<Item = (&'static str, T)>) -> Vec<(&'static str, Vec<T>)> {
+    let mut out: Vec<(&'static str, Vec<T>)> = Vec::new();
+    for (service, item) in items {
+        match out.iter_mut().find(|(s, _)| *s == service) {
+            Some((_, items)) => items.push(item),
+            None => out.push((service, vec![item])),
+        }
+    }
+    out
 }
 
 fn resource(service: &str) -> Resource {
