@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use tokio::sync::watch;
 
 use crate::config::RawConfig;
-use crate::pipeline::now_ns;
+use vigil_core::time::now_ns;
 
 /// The demo's config: embedded defaults, with the service graph and baselines learning in
 /// seconds so that their alerts show within a minute.

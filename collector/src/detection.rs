@@ -18,12 +18,12 @@ use vigil_detector::{
 };
 
 use crate::metrics::Metrics;
-use crate::pipeline::now_ns;
 use crate::query::{QueryEngine, QueryResult};
 use crate::sinks::Sinks;
 use crate::storage::{AppendError, Appender};
 use arrow::array::{Array, ArrayRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
+use vigil_core::time::now_ns;
 
 const TICK: Duration = Duration::from_secs(1);
 /// How long an alert write waits for a busy WAL before giving up.

@@ -2,12 +2,13 @@
 //! WAL and wait until durable. Receivers only translate their transport to and from this.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use vigil_core::decode::{DecodeError, Decoded, decode_logs, decode_traces};
+use vigil_core::time::now_ns;
 use vigil_core::{Redactor, Signal};
 
 use crate::config::IngestConfig;
@@ -38,12 +39,6 @@ pub struct ExportOutcome {
     pub rejected: u64,
     /// Set when `rejected > 0`; describes why without echoing payload values.
     pub error_message: Option<String>,
-}
-
-pub(crate) fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// A slot in the bounded set of requests being received, decoded or waiting for the WAL.

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod decode;
 pub mod redact;
 pub mod schema;
+pub mod time;
 
 pub use batch::{Batch, RedactedBatch, Signal};
 pub use redact::{HashKey, Redactor};

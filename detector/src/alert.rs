@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use vigil_core::schema::alerts_schema;
+use vigil_core::time::duration_ns;
 
 /// How bad an alert is; the Sigma `level` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -265,10 +266,6 @@ pub struct AlertState {
 
 const MINUTE_NS: i64 = 60_000_000_000;
 
-fn ns(d: Duration) -> i64 {
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
-}
-
 impl AlertState {
     pub fn new(config: AlertStateConfig) -> Self {
         Self {
@@ -307,7 +304,7 @@ impl AlertState {
 
     /// Resolves alerts that have been quiet for `resolve_after`; forgets old suppression state.
     pub fn tick(&mut self, now_ns: i64) -> Vec<AlertEvent> {
-        let quiet = ns(self.config.resolve_after);
+        let quiet = duration_ns(self.config.resolve_after);
         let stale: Vec<String> = self
             .firing
             .iter()
@@ -320,7 +317,7 @@ impl AlertState {
                 events.push(self.resolve(f, now_ns));
             }
         }
-        let window = ns(self.config.suppress_for);
+        let window = duration_ns(self.config.suppress_for);
         self.recently_resolved
             .retain(|_, at| now_ns.saturating_sub(*at) < window);
         self.opened.retain(|_, times| {
@@ -389,7 +386,7 @@ impl AlertState {
         if self
             .recently_resolved
             .get(fingerprint)
-            .is_some_and(|at| now_ns.saturating_sub(*at) < ns(self.config.suppress_for))
+            .is_some_and(|at| now_ns.saturating_sub(*at) < duration_ns(self.config.suppress_for))
         {
             return Some(Suppressed::Flapping);
         }

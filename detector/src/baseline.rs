@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use vigil_core::Signal;
+use vigil_core::time::duration_ns;
 
 use crate::alert::{AlertKey, Candidate, Observation, Severity};
 use crate::view::BatchView;
@@ -176,10 +177,6 @@ pub struct Baselines {
     pending: Vec<Observation>,
     untracked_records: u64,
     warned_full: bool,
-}
-
-fn duration_ns(d: Duration) -> i64 {
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
 impl Baselines {

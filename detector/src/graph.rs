@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use vigil_core::Signal;
+use vigil_core::time::duration_ns;
 
 use crate::alert::{AlertKey, Candidate, Observation, Sample, Severity};
 use crate::view::BatchView;
@@ -174,7 +175,7 @@ impl ServiceGraph {
                 cidr.map(|c| (s.service.clone(), c))
             })
             .collect();
-        let join = JoinBuffer::new(ns(config.join_window), config.max_pending.max(1));
+        let join = JoinBuffer::new(duration_ns(config.join_window), config.max_pending.max(1));
         Self {
             config,
             allow_sources,
@@ -197,7 +198,7 @@ impl ServiceGraph {
         }
         let until = *self
             .learning_until
-            .get_or_insert_with(|| now_ns.saturating_add(ns(self.config.learning)));
+            .get_or_insert_with(|| now_ns.saturating_add(duration_ns(self.config.learning)));
         if view.signal() != Signal::Spans {
             return out;
         }
@@ -401,7 +402,7 @@ impl ServiceGraph {
     /// period of its own (its appearance is what `graph.new_edge` reports), so a new service
     /// does not raise one alert per caller address.
     fn learning_sources_of(&mut self, service: &str, now_ns: i64) -> bool {
-        let period = ns(self.config.learning);
+        let period = duration_ns(self.config.learning);
         let sources = self
             .sources
             .entry(service.to_owned())
@@ -504,10 +505,6 @@ fn first_present<'a>(
 
 fn pattern_matches(pattern: &str, value: &str) -> bool {
     pattern == "*" || pattern == value
-}
-
-fn ns(d: Duration) -> i64 {
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
 /// A span's identity: (trace id, span id), parsed from their hex text.

@@ -43,9 +43,9 @@ use outbox::{Message, Outbox};
 use sign::SigningKey;
 
 use crate::metrics::Metrics;
-use crate::pipeline::now_ns;
 use crate::secrets::read_secret;
 use crate::storage::{AppendError, Appender};
+use vigil_core::time::now_ns;
 
 /// Why a notification became a dead letter (the `reason` column and metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,11 +23,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use tokio::sync::oneshot;
+use vigil_core::time::{duration_ns, now_ns};
 use vigil_core::{RedactedBatch, Signal};
 
 use crate::config::{RetentionConfig, StorageConfig, WalSync};
@@ -788,11 +789,7 @@ impl Retention {
     /// Deletes files whose newest record is older than `max_age`, then the oldest files while
     /// the total exceeds `max_bytes`.
     fn enforce(&self) {
-        let now_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-        let cutoff = now_ns
-            .saturating_sub(i64::try_from(self.config.max_age.as_nanos()).unwrap_or(i64::MAX));
+        let cutoff = now_ns().saturating_sub(duration_ns(self.config.max_age));
         let mut files = self.shared.catalog.all_files();
         files.sort_by_key(|(_, f)| (f.max_time_ns, f.path.clone()));
         let mut total: u64 = files.iter().map(|(_, f)| f.size_bytes).sum();
@@ -873,10 +870,7 @@ mod tests {
     }
 
     fn now() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
+        vigil_core::time::now_ns() as u64
     }
 
     fn config(dir: &Path) -> StorageConfig {
