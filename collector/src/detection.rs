@@ -20,14 +20,12 @@ use vigil_detector::{
 use crate::metrics::Metrics;
 use crate::query::{QueryEngine, QueryResult};
 use crate::sinks::Sinks;
-use crate::storage::{AppendError, Appender};
+use crate::storage::Appender;
 use arrow::array::{Array, ArrayRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use vigil_core::time::now_ns;
 
 const TICK: Duration = Duration::from_secs(1);
-/// How long an alert write waits for a busy WAL before giving up.
-const WRITE_RETRIES: u32 = 50;
 
 /// Reads the shipped rules and every `*.yml`/`*.yaml` in the configured directories, then
 /// validates them all. Every problem is reported.
@@ -298,14 +296,7 @@ impl AlertWriter {
         // Alerts are made from redacted data; they still pass the redactor, like everything
         // else that reaches disk.
         let batch = self.redactor.apply(batch).context("cannot redact alerts")?;
-        for _ in 0..WRITE_RETRIES {
-            match self.runtime.block_on(self.appender.append(batch.clone())) {
-                Ok(()) => return Ok(()),
-                Err(AppendError::Overloaded) => std::thread::sleep(Duration::from_millis(100)),
-                Err(AppendError::Unavailable(msg)) => anyhow::bail!("storage unavailable: {msg}"),
-            }
-        }
-        anyhow::bail!("storage stayed overloaded")
+        Ok(self.runtime.block_on(self.appender.append_waiting(batch))?)
     }
 }
 

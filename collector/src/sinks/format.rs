@@ -6,19 +6,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 use vigil_detector::{Alert, Severity, Status};
 
-use super::config::Format;
+use super::config::{Format, SinkConfig};
 use super::group::Notification;
-
-/// Everything rendering needs besides the notification.
-#[derive(Debug, Clone)]
-pub struct RenderContext {
-    pub sink: String,
-    pub format: Format,
-    /// Base URL for links back to Vigil, without a trailing slash.
-    pub external_url: String,
-    pub hec_index: Option<String>,
-    pub hec_sourcetype: String,
-}
 
 pub fn rfc3339(ns: i64) -> String {
     DateTime::<Utc>::from_timestamp_nanos(ns).to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -29,29 +18,28 @@ fn ms(ns: i64) -> i64 {
 }
 
 /// Link to the alert's rows in Vigil's API.
-fn alert_url(ctx: &RenderContext, a: &Alert) -> String {
-    format!("{}/api/v1/alerts/{}", ctx.external_url, a.fingerprint)
+fn alert_url(external_url: &str, a: &Alert) -> String {
+    format!("{external_url}/api/v1/alerts/{}", a.fingerprint)
 }
 
-/// The body to send.
-pub fn render(ctx: &RenderContext, n: &Notification) -> Vec<u8> {
-    let value = match ctx.format {
-        Format::Alertmanager => alertmanager(ctx, n),
-        Format::Ocsf => Value::Array(n.alerts.iter().map(|a| ocsf(ctx, a)).collect()),
-        Format::Json => own(ctx, n),
+/// The body `sink` sends for `n`; `external_url` (no trailing slash) is where links to
+/// Vigil point.
+pub fn render(sink: &SinkConfig, external_url: &str, n: &Notification) -> String {
+    let value = match sink.format {
+        Format::Alertmanager => alertmanager(sink, external_url, n),
+        Format::Ocsf => Value::Array(n.alerts.iter().map(|a| ocsf(external_url, a)).collect()),
+        Format::Json => own(sink, n),
+        // HEC takes several events as concatenated JSON objects.
         Format::SplunkHec => {
-            // HEC takes several events as concatenated JSON objects.
-            let mut body = Vec::new();
-            for a in &n.alerts {
-                if !body.is_empty() {
-                    body.push(b'\n');
-                }
-                body.extend(splunk_event(ctx, a).to_string().into_bytes());
-            }
-            return body;
+            let events: Vec<String> = n
+                .alerts
+                .iter()
+                .map(|a| splunk_event(sink, a).to_string())
+                .collect();
+            return events.join("\n");
         }
     };
-    value.to_string().into_bytes()
+    value.to_string()
 }
 
 /// Vigil's JSON view of one alert: RFC 3339 times, details as an object.
@@ -72,11 +60,11 @@ pub fn alert_json(a: &Alert) -> Value {
     })
 }
 
-fn own(ctx: &RenderContext, n: &Notification) -> Value {
+fn own(sink: &SinkConfig, n: &Notification) -> Value {
     json!({
         "version": "1",
         "id": n.id,
-        "sink": ctx.sink,
+        "sink": sink.name,
         "status": group_status(n),
         "group_key": n.group_key,
         "group_labels": labels_object(&n.group_labels),
@@ -132,7 +120,7 @@ fn am_labels(a: &Alert) -> Map<String, Value> {
 /// Alertmanager's "zero" time for `endsAt` of a firing alert.
 const AM_ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
-fn alertmanager(ctx: &RenderContext, n: &Notification) -> Value {
+fn alertmanager(sink: &SinkConfig, external_url: &str, n: &Notification) -> Value {
     let alerts: Vec<Value> = n
         .alerts
         .iter()
@@ -146,7 +134,7 @@ fn alertmanager(ctx: &RenderContext, n: &Notification) -> Value {
                 },
                 "startsAt": rfc3339(a.started_ns),
                 "endsAt": a.resolved_ns.map_or_else(|| AM_ZERO_TIME.to_owned(), rfc3339),
-                "generatorURL": alert_url(ctx, a),
+                "generatorURL": alert_url(external_url, a),
                 "fingerprint": a.fingerprint,
             })
         })
@@ -172,11 +160,11 @@ fn alertmanager(ctx: &RenderContext, n: &Notification) -> Value {
         "groupKey": n.group_key,
         "truncatedAlerts": 0,
         "status": group_status(n),
-        "receiver": ctx.sink,
+        "receiver": sink.name,
         "groupLabels": group_labels,
         "commonLabels": common("labels"),
         "commonAnnotations": common("annotations"),
-        "externalURL": ctx.external_url,
+        "externalURL": external_url,
         "alerts": alerts,
     })
 }
@@ -197,7 +185,7 @@ pub const OCSF_VERSION: &str = "1.4.0";
 /// An OCSF Detection Finding (class 2004) for one alert. Statistical alerts (baselines) carry
 /// the observed value against the baseline in `evidences[].data` and as analytic type
 /// "Statistical".
-fn ocsf(ctx: &RenderContext, a: &Alert) -> Value {
+fn ocsf(external_url: &str, a: &Alert) -> Value {
     let (severity_id, severity) = ocsf_severity(a.severity);
     let (activity_id, activity, status_id, status) = match a.status {
         Status::Firing => (1, "Create", 1, "New"),
@@ -267,7 +255,7 @@ fn ocsf(ctx: &RenderContext, a: &Alert) -> Value {
             "created_time": ms(a.started_ns),
             "first_seen_time": ms(first_seen),
             "last_seen_time": ms(a.last_seen_ns),
-            "src_url": alert_url(ctx, a),
+            "src_url": alert_url(external_url, a),
             "analytic": {
                 "uid": a.rule_id,
                 "name": a.rule_title,
@@ -285,17 +273,17 @@ fn ocsf(ctx: &RenderContext, a: &Alert) -> Value {
     finding
 }
 
-fn splunk_event(ctx: &RenderContext, a: &Alert) -> Value {
+fn splunk_event(sink: &SinkConfig, a: &Alert) -> Value {
     let time = a.resolved_ns.unwrap_or(a.last_seen_ns);
     let mut event = json!({
         // HEC takes epoch seconds with a millisecond fraction.
         "time": ms(time) as f64 / 1000.0,
         "host": "vigil",
-        "source": format!("vigil:{}", ctx.sink),
-        "sourcetype": ctx.hec_sourcetype,
+        "source": format!("vigil:{}", sink.name),
+        "sourcetype": sink.hec_sourcetype,
         "event": alert_json(a),
     });
-    if let (Some(index), Some(obj)) = (&ctx.hec_index, event.as_object_mut()) {
+    if let (Some(index), Some(obj)) = (&sink.hec_index, event.as_object_mut()) {
         obj.insert("index".into(), Value::from(index.as_str()));
     }
     event
@@ -305,7 +293,7 @@ fn splunk_event(ctx: &RenderContext, a: &Alert) -> Value {
 mod tests {
     use super::*;
 
-    pub(crate) fn notification() -> Notification {
+    fn notification() -> Notification {
         let details = json!({
             "group": {"client.address": "203.0.113.9"},
             "count": 7,
@@ -345,14 +333,18 @@ mod tests {
         }
     }
 
-    pub(crate) fn ctx(format: Format) -> RenderContext {
-        RenderContext {
-            sink: "siem".into(),
-            format,
-            external_url: "https://vigil.example.com".into(),
-            hec_index: Some("security".into()),
-            hec_sourcetype: "vigil:alert".into(),
-        }
+    const EXTERNAL_URL: &str = "https://vigil.example.com";
+
+    fn sink(format: &str) -> SinkConfig {
+        toml::from_str(&format!(
+            "name = \"siem\"\nformat = \"{format}\"\nurl = \"https://siem.example.com/\"\n\
+             hec_index = \"security\""
+        ))
+        .unwrap()
+    }
+
+    fn render_with(format: &str, n: &Notification) -> String {
+        render(&sink(format), EXTERNAL_URL, n)
     }
 
     /// The golden file `name`; with `VIGIL_BLESS=1` in the environment, `got` is written as
@@ -375,12 +367,11 @@ mod tests {
     #[test]
     fn payloads_match_golden_files() {
         for (format, file) in [
-            (Format::Alertmanager, "alertmanager.json"),
-            (Format::Ocsf, "ocsf.json"),
-            (Format::Json, "json.json"),
+            ("alertmanager", "alertmanager.json"),
+            ("ocsf", "ocsf.json"),
+            ("json", "json.json"),
         ] {
-            let body = render(&ctx(format), &notification());
-            let got: Value = serde_json::from_slice(&body).unwrap();
+            let got: Value = serde_json::from_str(&render_with(format, &notification())).unwrap();
             assert_eq!(
                 got,
                 golden(file, &got),
@@ -388,7 +379,7 @@ mod tests {
                 serde_json::to_string_pretty(&got).unwrap()
             );
         }
-        let body = String::from_utf8(render(&ctx(Format::SplunkHec), &notification())).unwrap();
+        let body = render_with("splunk_hec", &notification());
         let events: Vec<Value> = body
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -402,7 +393,7 @@ mod tests {
         let mut n = notification();
         n.alerts.truncate(1);
         n.alerts[0].details = json!({"group": {"9 odd.key": "v", "service": "spoof"}});
-        let v: Value = serde_json::from_slice(&render(&ctx(Format::Alertmanager), &n)).unwrap();
+        let v: Value = serde_json::from_str(&render_with("alertmanager", &n)).unwrap();
         let labels = &v["alerts"][0]["labels"];
         assert_eq!(labels["_9_odd_key"], "v");
         assert_eq!(labels["service"], "auth");

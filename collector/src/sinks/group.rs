@@ -5,10 +5,10 @@
 //! outbox can keep it across restarts.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use vigil_core::time::duration_ns;
 use vigil_detector::{Alert, Status};
 
 use super::config::{SinkConfig, glob_match};
@@ -38,38 +38,7 @@ struct Group {
 }
 
 /// Which alerts a sink takes and how it groups them.
-#[derive(Debug, Clone)]
-pub struct Route {
-    sink: String,
-    min_severity: vigil_detector::Severity,
-    rules: Vec<String>,
-    services: Vec<String>,
-    send_resolved: bool,
-    group_by: Vec<String>,
-    group_wait: i64,
-    group_interval: i64,
-    repeat_interval: i64,
-}
-
-fn ns(d: Duration) -> i64 {
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
-}
-
-impl Route {
-    pub fn new(config: &SinkConfig) -> Self {
-        Self {
-            sink: config.name.clone(),
-            min_severity: config.min_severity,
-            rules: config.rules.clone(),
-            services: config.services.clone(),
-            send_resolved: config.send_resolved,
-            group_by: config.group_by.clone(),
-            group_wait: ns(config.group_wait),
-            group_interval: ns(config.group_interval),
-            repeat_interval: ns(config.repeat_interval),
-        }
-    }
-
+impl SinkConfig {
     pub fn matches(&self, alert: &Alert) -> bool {
         let any = |patterns: &[String], value: &str| {
             patterns.is_empty() || patterns.iter().any(|p| glob_match(p, value))
@@ -109,11 +78,11 @@ fn group_key(labels: &[(String, String)]) -> String {
 
 impl Groups {
     /// Takes `alert` if the route matches it; `true` when the state changed.
-    pub fn accept(&mut self, route: &Route, alert: &Alert, now_ns: i64) -> bool {
-        if !route.matches(alert) {
+    pub fn accept(&mut self, sink: &SinkConfig, alert: &Alert, now_ns: i64) -> bool {
+        if !sink.matches(alert) {
             return false;
         }
-        let labels = route.labels(alert);
+        let labels = sink.labels(alert);
         let key = group_key(&labels);
         if alert.status == Status::Resolved && !self.groups.contains_key(&key) {
             // It resolved before it was ever notified here: nothing to retract.
@@ -135,22 +104,17 @@ impl Groups {
     }
 
     /// The notifications due at `now_ns`; each group that produced one is updated as sent.
-    pub fn due(&mut self, route: &Route, now_ns: i64) -> Vec<Notification> {
+    pub fn due(&mut self, sink: &SinkConfig, now_ns: i64) -> Vec<Notification> {
         let mut out = Vec::new();
         let mut emptied = Vec::new();
         for (key, group) in &mut self.groups {
-            let due = match group.last_sent_ns {
-                None => now_ns.saturating_sub(group.created_ns) >= route.group_wait,
-                Some(last) if group.changed => now_ns.saturating_sub(last) >= route.group_interval,
-                Some(last) => now_ns.saturating_sub(last) >= route.repeat_interval,
-            };
-            if !due {
+            if group.due_ns(sink) > now_ns {
                 continue;
             }
             let alerts: Vec<Alert> = group
                 .alerts
                 .values()
-                .filter(|a| route.send_resolved || a.status == Status::Firing)
+                .filter(|a| sink.send_resolved || a.status == Status::Firing)
                 .cloned()
                 .collect();
             group.alerts.retain(|_, a| a.status == Status::Firing);
@@ -158,7 +122,7 @@ impl Groups {
             group.last_sent_ns = Some(now_ns);
             if !alerts.is_empty() {
                 out.push(Notification {
-                    id: message_id(&route.sink, key, group.created_ns, group.sent),
+                    id: message_id(&sink.name, key, group.created_ns, group.sent),
                     group_key: key.clone(),
                     group_labels: group.labels.clone(),
                     alerts,
@@ -177,15 +141,20 @@ impl Groups {
     }
 
     /// When the next notification could become due (for the sink's timer).
-    pub fn next_due_ns(&self, route: &Route) -> Option<i64> {
-        self.groups
-            .values()
-            .map(|g| match g.last_sent_ns {
-                None => g.created_ns.saturating_add(route.group_wait),
-                Some(last) if g.changed => last.saturating_add(route.group_interval),
-                Some(last) => last.saturating_add(route.repeat_interval),
-            })
-            .min()
+    pub fn next_due_ns(&self, sink: &SinkConfig) -> Option<i64> {
+        self.groups.values().map(|g| g.due_ns(sink)).min()
+    }
+}
+
+impl Group {
+    /// When this group's next notification is due: `group_wait` after it was created, then
+    /// `group_interval` after a change, or `repeat_interval` when nothing changed.
+    fn due_ns(&self, sink: &SinkConfig) -> i64 {
+        match self.last_sent_ns {
+            None => self.created_ns.saturating_add(duration_ns(sink.group_wait)),
+            Some(last) if self.changed => last.saturating_add(duration_ns(sink.group_interval)),
+            Some(last) => last.saturating_add(duration_ns(sink.repeat_interval)),
+        }
     }
 }
 
@@ -213,7 +182,7 @@ mod tests {
 
     const SEC: i64 = 1_000_000_000;
 
-    pub(crate) fn alert(rule: &str, service: &str, fp: &str, status: Status) -> Alert {
+    fn alert(rule: &str, service: &str, fp: &str, status: Status) -> Alert {
         Alert {
             fingerprint: fp.into(),
             rule_id: rule.into(),
@@ -230,13 +199,12 @@ mod tests {
         }
     }
 
-    fn route(extra: &str) -> Route {
-        let config: SinkConfig = toml::from_str(&format!(
+    fn route(extra: &str) -> SinkConfig {
+        toml::from_str(&format!(
             "name = \"s\"\nformat = \"json\"\nurl = \"http://127.0.0.1/\"\n\
              group_wait = \"10s\"\ngroup_interval = \"60s\"\nrepeat_interval = \"1h\"\n{extra}"
         ))
-        .unwrap();
-        Route::new(&config)
+        .unwrap()
     }
 
     #[test]

@@ -31,20 +31,20 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use vigil_core::schema::dead_letters_schema;
+use vigil_core::time::duration_ns;
 use vigil_core::{Batch, Redactor, Signal};
 use vigil_detector::AlertEvent;
 
 pub use config::{AlertsConfig, Format, SinkConfig};
 use deliver::{Attempt, Sender, backoff};
 use egress::EgressPolicy;
-use format::RenderContext;
-use group::{Groups, Route};
+use group::Groups;
 use outbox::{Message, Outbox};
 use sign::SigningKey;
 
 use crate::metrics::Metrics;
 use crate::secrets::read_secret;
-use crate::storage::{AppendError, Appender};
+use crate::storage::Appender;
 use vigil_core::time::now_ns;
 
 /// Why a notification became a dead letter (the `reason` column and metric label).
@@ -69,8 +69,17 @@ impl DeadReason {
     }
 }
 
+/// What becomes of a notification after an attempt.
+#[derive(Debug, Clone, Copy)]
+enum Next {
+    Delivered,
+    /// Try again at this time (ns).
+    RetryAt(i64),
+    Dead(DeadReason),
+}
+
 /// Cheap to clone; what the detector hands alert events to.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Sinks {
     sinks: Arc<Vec<Arc<Sink>>>,
 }
@@ -84,14 +93,16 @@ pub struct SinkStage {
 
 struct Sink {
     config: SinkConfig,
-    route: Route,
-    render: RenderContext,
+    /// Base URL of links back to Vigil in payloads, without a trailing slash.
+    external_url: String,
     sender: Sender,
     outbox: Outbox,
     state: Mutex<State>,
     wake: Notify,
     metrics: Metrics,
-    dead_letters: DeadLetterWriter,
+    /// For dead letters, which are stored like everything else.
+    redactor: Redactor,
+    appender: Appender,
 }
 
 struct State {
@@ -113,7 +124,7 @@ impl Sinks {
             let mut state = sink.state.lock();
             let mut changed = false;
             for e in events {
-                changed |= state.groups.accept(&sink.route, &e.alert, now);
+                changed |= state.groups.accept(&sink.config, &e.alert, now);
             }
             if changed {
                 if let Err(e) = sink.outbox.save_groups(&state.groups) {
@@ -124,10 +135,6 @@ impl Sinks {
                 sink.wake.notify_one();
             }
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.sinks.is_empty()
     }
 }
 
@@ -168,27 +175,13 @@ impl SinkStage {
             let dir = data_dir.join("outbox").join(&c.name);
             let (outbox, recovered) = Outbox::open(&dir)
                 .with_context(|| format!("{}: cannot open outbox {}", at(), dir.display()))?;
-            let dead_letters = DeadLetterWriter {
-                sink: c.name.clone(),
-                format: c.format,
-                origin: sender.origin(),
-                redactor: redactor.clone(),
-                appender: appender.clone(),
-            };
             if !recovered.pending.is_empty() {
                 tracing::info!(sink = %c.name, pending = recovered.pending.len(),
                     "resuming delivery of queued notifications");
             }
             let sink = Arc::new(Sink {
-                route: Route::new(c),
-                render: RenderContext {
-                    sink: c.name.clone(),
-                    format: c.format,
-                    external_url: external_url.clone(),
-                    hec_index: c.hec_index.clone(),
-                    hec_sourcetype: c.hec_sourcetype.clone(),
-                },
                 config: c.clone(),
+                external_url: external_url.clone(),
                 sender,
                 outbox,
                 state: Mutex::new(State {
@@ -199,11 +192,11 @@ impl SinkStage {
                 }),
                 wake: Notify::new(),
                 metrics: metrics.clone(),
-                dead_letters,
+                redactor: redactor.clone(),
+                appender: appender.clone(),
             });
             metrics.webhook_sink_up.with_label_values(&[&c.name]).set(1);
-            tracing::info!(sink = %c.name, format = c.format.as_str(),
-                destination = %sink.sender.origin(), signed = c.secret_env.is_some() || c.secret_file.is_some(),
+            tracing::info!(sink = %c.name, format = c.format.as_str(), sender = ?sink.sender,
                 "webhook sink started");
             let recovered_dead = recovered.dead;
             let task_sink = sink.clone();
@@ -299,7 +292,7 @@ impl Sink {
     /// the outbox is full.
     fn make_due(&self, now: i64) -> Vec<Message> {
         let mut state = self.state.lock();
-        let notes = state.groups.due(&self.route, now);
+        let notes = state.groups.due(&self.config, now);
         if notes.is_empty() {
             return Vec::new();
         }
@@ -315,7 +308,7 @@ impl Sink {
                     _ => "mixed".into(),
                 },
                 fingerprints: n.alerts.iter().map(|a| a.fingerprint.clone()).collect(),
-                body: String::from_utf8_lossy(&format::render(&self.render, &n)).into_owned(),
+                body: format::render(&self.config, &self.external_url, &n),
                 attempts: 0,
                 next_attempt_ns: now,
                 last_status: None,
@@ -384,7 +377,7 @@ impl Sink {
                     .min()
             })
             .flatten();
-        let next = [retry, state.groups.next_due_ns(&self.route)]
+        let next = [retry, state.groups.next_due_ns(&self.config)]
             .into_iter()
             .flatten()
             .min();
@@ -394,59 +387,40 @@ impl Sink {
         Duration::from_nanos(u64::try_from(ns).unwrap_or(0)).max(Duration::from_millis(5))
     }
 
-    async fn finish(&self, mut m: Message, outcome: Attempt) {
-        let outcome_label = match &outcome {
-            Attempt::Delivered => "delivered",
-            Attempt::Retry { .. } => "retry",
-            _ => "dead",
-        };
-        self.metrics
-            .webhook_deliveries
-            .with_label_values(&[self.name(), outcome_label])
-            .inc();
+    /// Records how an attempt ended: done, retried later, or given up as a dead letter.
+    async fn finish(&self, mut m: Message, attempt: Attempt) {
         m.attempts += 1;
-        let dead_reason = match outcome {
-            Attempt::Delivered => {
-                tracing::debug!(sink = %self.name(), id = %m.id, attempts = m.attempts, "notification delivered");
-                if let Err(e) = self.outbox.remove(&m) {
-                    tracing::error!(sink = %self.name(), error = %e, "cannot remove delivered notification; it may be sent again");
-                }
-                None
-            }
+        let next = match attempt {
+            Attempt::Delivered => Next::Delivered,
             Attempt::Retry {
                 status,
                 error,
                 after,
             } => {
-                let now = now_ns();
+                m.last_status = status;
+                m.last_error = error;
                 let delay = backoff(
                     self.config.initial_backoff,
                     self.config.max_backoff,
                     m.attempts,
                     after,
                 );
-                let next = now.saturating_add(i64::try_from(delay.as_nanos()).unwrap_or(i64::MAX));
-                let budget_end = m.created_ns.saturating_add(
-                    i64::try_from(self.config.retry_for.as_nanos()).unwrap_or(i64::MAX),
-                );
-                m.last_status = status;
-                m.last_error = error;
-                if next > budget_end {
-                    Some(DeadReason::RetriesExhausted)
+                let at = now_ns().saturating_add(duration_ns(delay));
+                if at
+                    > m.created_ns
+                        .saturating_add(duration_ns(self.config.retry_for))
+                {
+                    Next::Dead(DeadReason::RetriesExhausted)
                 } else {
                     tracing::warn!(sink = %self.name(), id = %m.id, attempts = m.attempts,
                         status = ?status, error = %m.last_error, retry_in = ?delay, "webhook delivery failed; will retry");
-                    m.next_attempt_ns = next;
-                    if let Err(e) = self.outbox.put(&m) {
-                        tracing::error!(sink = %self.name(), error = %e, "cannot update notification in the outbox");
-                    }
-                    None
+                    Next::RetryAt(at)
                 }
             }
             Attempt::Rejected { status, error } => {
                 m.last_status = status;
                 m.last_error = error;
-                Some(DeadReason::Rejected)
+                Next::Dead(DeadReason::Rejected)
             }
             Attempt::Gone => {
                 m.last_status = Some(410);
@@ -458,41 +432,73 @@ impl Sink {
                     .webhook_sink_up
                     .with_label_values(&[self.name()])
                     .set(0);
-                self.state.lock().up = false;
-                Some(DeadReason::Gone)
+                Next::Dead(DeadReason::Gone)
             }
             Attempt::Denied { error } => {
                 m.last_error = error;
-                Some(DeadReason::EgressDenied)
+                Next::Dead(DeadReason::EgressDenied)
             }
         };
-        let finished = {
+        let outcome = match next {
+            Next::Delivered => "delivered",
+            Next::RetryAt(_) => "retry",
+            Next::Dead(_) => "dead",
+        };
+        self.metrics
+            .webhook_deliveries
+            .with_label_values(&[self.name(), outcome])
+            .inc();
+        if let Next::RetryAt(at) = next {
+            m.next_attempt_ns = at;
+        }
+        {
             let mut state = self.state.lock();
             state.in_flight.remove(&m.group_key);
+            if matches!(next, Next::Dead(DeadReason::Gone)) {
+                state.up = false;
+            }
             let pos = state.queue.iter().position(|q| q.id == m.id);
-            match (pos, dead_reason.is_some() || outcome_label == "delivered") {
-                (Some(i), true) => {
-                    state.queue.remove(i);
-                }
-                (Some(i), false) => {
+            match (pos, next) {
+                (Some(i), Next::RetryAt(_)) => {
                     if let Some(slot) = state.queue.get_mut(i) {
-                        *slot = m.clone();
+                        slot.clone_from(&m);
                     }
+                }
+                (Some(i), _) => {
+                    state.queue.remove(i);
                 }
                 (None, _) => {}
             }
             self.set_outbox_gauge(&state);
-            dead_reason
-        };
-        if let Some(reason) = finished {
-            m.dead_reason = Some(reason.as_str().into());
-            tracing::error!(sink = %self.name(), id = %m.id, reason = reason.as_str(), attempts = m.attempts,
-                status = ?m.last_status, error = %m.last_error, "webhook notification given up; kept in dead_letters");
-            if let Err(e) = self.outbox.bury(&m) {
-                tracing::error!(sink = %self.name(), error = %e, "cannot move notification to the dead letters");
-            }
-            self.record_dead(m).await;
         }
+        let stored = match next {
+            Next::Delivered => self.outbox.remove(&m),
+            Next::RetryAt(_) => self.outbox.put(&m),
+            Next::Dead(reason) => {
+                m.dead_reason = Some(reason.as_str().into());
+                tracing::error!(sink = %self.name(), id = %m.id, reason = reason.as_str(), attempts = m.attempts,
+                    status = ?m.last_status, error = %m.last_error, "webhook notification given up; kept in dead_letters");
+                let buried = self.outbox.bury(&m);
+                self.record_dead(m).await;
+                buried
+            }
+        };
+        if let Err(e) = stored {
+            tracing::error!(sink = %self.name(), error = %e,
+                "cannot update the outbox; the notification may be sent again after a restart");
+        }
+    }
+
+    /// Appends a dead letter to its table, through the redactor like everything stored.
+    async fn write_dead_letter(&self, m: &Message) -> anyhow::Result<()> {
+        let records = dead_letter_batch(&self.config, &self.sender.origin(), m)?;
+        let batch = Batch::new(Signal::DeadLetters, records)
+            .context("dead letter batch has the wrong schema")?;
+        let batch = self
+            .redactor
+            .apply(batch)
+            .context("cannot redact dead letter")?;
+        Ok(self.appender.append_waiting(batch).await?)
     }
 
     fn set_outbox_gauge(&self, state: &State) {
@@ -510,7 +516,7 @@ impl Sink {
             .webhook_dead_letters
             .with_label_values(&[self.name(), &reason])
             .inc();
-        match self.dead_letters.write(&m).await {
+        match self.write_dead_letter(&m).await {
             Ok(()) => {
                 if let Err(e) = self.outbox.forget_dead(&m)
                     && e.kind() != std::io::ErrorKind::NotFound
@@ -524,68 +530,36 @@ impl Sink {
     }
 }
 
-/// Appends dead letters to their table, through the redactor like everything stored.
-struct DeadLetterWriter {
-    sink: String,
-    format: Format,
-    origin: String,
-    redactor: Redactor,
-    appender: Appender,
-}
-
-/// How long a dead-letter write waits for a busy WAL.
-const WRITE_ATTEMPTS: u32 = 50;
-
-impl DeadLetterWriter {
-    async fn write(&self, m: &Message) -> anyhow::Result<()> {
-        let batch = Batch::new(Signal::DeadLetters, self.batch(m)?)
-            .context("dead letter batch has the wrong schema")?;
-        let batch = self
-            .redactor
-            .apply(batch)
-            .context("cannot redact dead letter")?;
-        for _ in 0..WRITE_ATTEMPTS {
-            match self.appender.append(batch.clone()).await {
-                Ok(()) => return Ok(()),
-                Err(AppendError::Overloaded) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await
-                }
-                Err(AppendError::Unavailable(msg)) => anyhow::bail!("storage unavailable: {msg}"),
-            }
-        }
-        anyhow::bail!("storage stayed overloaded")
-    }
-
-    fn batch(&self, m: &Message) -> anyhow::Result<RecordBatch> {
-        let ts = |v: i64| {
-            let mut b = TimestampNanosecondBuilder::with_capacity(1).with_timezone("UTC");
-            b.append_value(v);
-            Arc::new(b.finish()) as ArrayRef
-        };
-        let text = |v: &str| {
-            let mut b = StringBuilder::new();
-            b.append_value(v);
-            Arc::new(b.finish()) as ArrayRef
-        };
-        let mut attempts = UInt32Builder::new();
-        attempts.append_value(m.attempts);
-        let mut status = UInt16Builder::new();
-        status.append_option(m.last_status);
-        let columns = vec![
-            ts(now_ns()),
-            ts(m.created_ns),
-            text(&self.sink),
-            text(self.format.as_str()),
-            text(&self.origin),
-            text(&m.id),
-            text(&m.service),
-            text(&m.fingerprints.join(",")),
-            text(m.dead_reason.as_deref().unwrap_or_default()),
-            Arc::new(attempts.finish()),
-            Arc::new(status.finish()),
-            text(&m.last_error),
-            text(&m.body),
-        ];
-        Ok(RecordBatch::try_new(dead_letters_schema(), columns)?)
-    }
+/// The `dead_letters` row of `m` (the destination as its origin only).
+fn dead_letter_batch(sink: &SinkConfig, origin: &str, m: &Message) -> anyhow::Result<RecordBatch> {
+    let ts = |v: i64| {
+        let mut b = TimestampNanosecondBuilder::with_capacity(1).with_timezone("UTC");
+        b.append_value(v);
+        Arc::new(b.finish()) as ArrayRef
+    };
+    let text = |v: &str| {
+        let mut b = StringBuilder::new();
+        b.append_value(v);
+        Arc::new(b.finish()) as ArrayRef
+    };
+    let mut attempts = UInt32Builder::new();
+    attempts.append_value(m.attempts);
+    let mut status = UInt16Builder::new();
+    status.append_option(m.last_status);
+    let columns = vec![
+        ts(now_ns()),
+        ts(m.created_ns),
+        text(&sink.name),
+        text(sink.format.as_str()),
+        text(origin),
+        text(&m.id),
+        text(&m.service),
+        text(&m.fingerprints.join(",")),
+        text(m.dead_reason.as_deref().unwrap_or_default()),
+        Arc::new(attempts.finish()),
+        Arc::new(status.finish()),
+        text(&m.last_error),
+        text(&m.body),
+    ];
+    Ok(RecordBatch::try_new(dead_letters_schema(), columns)?)
 }

@@ -158,6 +158,20 @@ impl Appender {
             .unwrap_or_else(|_| Err(AppendError::Unavailable("vigil is shutting down".into())))
     }
 
+    /// [`Self::append`] for Vigil's own records (alerts, dead letters), which have no client
+    /// to retry for them: while storage is busy, tries again every 100 ms for up to 5 s.
+    pub async fn append_waiting(&self, batch: RedactedBatch) -> Result<(), AppendError> {
+        for _ in 1..50 {
+            match self.append(batch.clone()).await {
+                Err(AppendError::Overloaded) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                done => return done,
+            }
+        }
+        self.append(batch).await
+    }
+
     /// Accepting and able to write: what `/readyz` reports.
     pub fn is_ready(&self) -> bool {
         let s = &self.shared;
