@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use vigil_core::Signal;
@@ -105,7 +106,7 @@ impl GraphConfig {
                     "detector.graph.allow_sources[{i}].service must not be empty"
                 ));
             }
-            if let Err(e) = Cidr::parse(&source.address) {
+            if let Err(e) = parse_network(&source.address) {
                 problems.push(format!("detector.graph.allow_sources[{i}].address: {e}"));
             }
         }
@@ -145,7 +146,7 @@ pub struct GraphStats {
 /// The learned service graph. Pure: time is passed in.
 pub struct ServiceGraph {
     config: GraphConfig,
-    allow_sources: Vec<(String, Cidr)>,
+    allow_sources: Vec<(String, IpNet)>,
     /// End of the learning period, set by the first `observe`.
     learning_until: Option<i64>,
     /// Caller → callees.
@@ -165,7 +166,7 @@ impl ServiceGraph {
             .iter()
             .enumerate()
             .filter_map(|(index, s)| {
-                let cidr = Cidr::parse(&s.address).ok();
+                let cidr = parse_network(&s.address).ok();
                 if cidr.is_none() {
                     tracing::warn!(
                         index,
@@ -419,7 +420,7 @@ impl ServiceGraph {
         };
         self.allow_sources
             .iter()
-            .any(|(pattern, cidr)| pattern_matches(pattern, service) && cidr.contains(*ip))
+            .any(|(pattern, net)| pattern_matches(pattern, service) && in_network(net, *ip))
     }
 }
 
@@ -593,58 +594,17 @@ impl Sources {
     }
 }
 
-/// An IP network: an address and a prefix length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Cidr {
-    network: IpAddr,
-    prefix: u32,
+/// An allow-listed network: `10.0.0.0/8`, `2001:db8::/32`, or one address (`10.1.2.3`, `::1`).
+fn parse_network(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("`{text}` is not an ip address or cidr"))
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-enum CidrError {
-    #[error("`{0}` is not an ip address or cidr")]
-    Address(String),
-    #[error("`{0}` has a prefix length out of range")]
-    Prefix(String),
-}
-
-impl Cidr {
-    /// `10.0.0.0/8`, `2001:db8::/32`, or one address (`10.1.2.3`, `::1`).
-    fn parse(text: &str) -> Result<Self, CidrError> {
-        let text = text.trim();
-        let (address, prefix) = match text.split_once('/') {
-            Some((address, prefix)) => (address, Some(prefix)),
-            None => (text, None),
-        };
-        let network: IpAddr = address
-            .parse()
-            .map_err(|_| CidrError::Address(text.to_owned()))?;
-        let width = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => width,
-            Some(p) => p
-                .parse::<u32>()
-                .ok()
-                .filter(|p| *p <= width)
-                .ok_or_else(|| CidrError::Prefix(text.to_owned()))?,
-        };
-        Ok(Self { network, prefix })
-    }
-
-    fn contains(&self, ip: IpAddr) -> bool {
-        let (network, ip) = match (self.network, ip.to_canonical()) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => (
-                u128::from(u32::from(n)) << 96,
-                u128::from(u32::from(a)) << 96,
-            ),
-            (IpAddr::V6(n), IpAddr::V6(a)) => (u128::from(n), u128::from(a)),
-            _ => return false,
-        };
-        let mask = u128::MAX
-            .checked_shl(128_u32.saturating_sub(self.prefix))
-            .unwrap_or(0);
-        (network ^ ip) & mask == 0
-    }
+/// Whether `ip` is in `net`, reading IPv4-mapped IPv6 addresses as IPv4.
+fn in_network(net: &IpNet, ip: IpAddr) -> bool {
+    net.contains(&ip.to_canonical())
 }
 
 /// A SERVER/CONSUMER span waiting for its parent.
@@ -1286,28 +1246,29 @@ mod tests {
 
     #[test]
     fn cidr_matching() {
-        let net = |s: &str| Cidr::parse(s).expect("cidr");
+        let cidr = |s: &str| parse_network(s).expect("cidr");
         let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
-        assert!(net("10.0.0.0/8").contains(ip("10.255.1.2")));
-        assert!(!net("10.0.0.0/8").contains(ip("11.0.0.1")));
-        assert!(net("10.0.0.1").contains(ip("10.0.0.1")));
-        assert!(!net("10.0.0.1").contains(ip("10.0.0.2")));
-        assert!(net("0.0.0.0/0").contains(ip("203.0.113.9")));
-        assert!(
-            net("10.0.0.0/8").contains(ip("::ffff:10.1.1.1")),
-            "v4-mapped"
-        );
-        assert!(!net("10.0.0.0/8").contains(ip("::1")));
-        assert!(net("2001:db8::/32").contains(ip("2001:db8:1::7")));
-        assert!(!net("2001:db8::/32").contains(ip("2001:db9::7")));
-        assert!(net("::/0").contains(ip("fe80::1")));
-        assert!(net("fe80::1/128").contains(ip("fe80::1")));
+        let net = |s: &str| {
+            let n = cidr(s);
+            move |a: IpAddr| in_network(&n, a)
+        };
+        assert!(net("10.0.0.0/8")(ip("10.255.1.2")));
+        assert!(!net("10.0.0.0/8")(ip("11.0.0.1")));
+        assert!(net("10.0.0.1")(ip("10.0.0.1")));
+        assert!(!net("10.0.0.1")(ip("10.0.0.2")));
+        assert!(net("0.0.0.0/0")(ip("203.0.113.9")));
+        assert!(net("10.0.0.0/8")(ip("::ffff:10.1.1.1")), "v4-mapped");
+        assert!(!net("10.0.0.0/8")(ip("::1")));
+        assert!(net("2001:db8::/32")(ip("2001:db8:1::7")));
+        assert!(!net("2001:db8::/32")(ip("2001:db9::7")));
+        assert!(net("::/0")(ip("fe80::1")));
+        assert!(net("fe80::1/128")(ip("fe80::1")));
         assert_eq!(
-            Cidr::parse("::/129"),
-            Err(CidrError::Prefix("::/129".into()))
+            parse_network("::/129"),
+            Err("`::/129` is not an ip address or cidr".into())
         );
-        assert!(Cidr::parse("10.0.0.0/x").is_err());
-        assert!(Cidr::parse("10.0.0.0:80").is_err());
+        assert!(parse_network("10.0.0.0/x").is_err());
+        assert!(parse_network("10.0.0.0:80").is_err());
     }
 
     #[test]
