@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::harness::{Addrs, eventually, vigil_binary};
+use crate::harness::{Addrs, eventually, post_query, vigil_binary};
 
 /// Kills the demo when the test ends, however it ends.
 struct Demo(std::process::Child);
@@ -40,16 +40,9 @@ async fn the_demo_shows_attacks_as_alerts_within_a_minute() {
     .await;
     let addrs: Addrs = serde_json::from_slice(&std::fs::read(&addr_file).unwrap()).unwrap();
     let query = |sql: &'static str| async move {
-        let resp: serde_json::Value = reqwest::Client::new()
-            .post(format!("http://{}/api/v1/query", addrs.api))
-            .json(&serde_json::json!({ "sql": sql }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        resp["rows"].as_array().cloned().unwrap_or_default()
+        let (_, body) = post_query(addrs.api, sql, "json").await;
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        answer["rows"].as_array().cloned().unwrap_or_default()
     };
     let wanted = [
         "exposure.secret_in_telemetry",

@@ -218,14 +218,7 @@ impl Vigil {
     }
 
     pub async fn query_raw(&self, sql: &str, format: &str) -> (u16, Vec<u8>) {
-        let resp = reqwest::Client::new()
-            .post(format!("{}/api/v1/query", self.api_endpoint()))
-            .json(&serde_json::json!({ "sql": sql, "format": format }))
-            .send()
-            .await
-            .expect("query request");
-        let status = resp.status().as_u16();
-        (status, resp.bytes().await.expect("query body").to_vec())
+        post_query(self.addrs.api, sql, format).await
     }
 
     /// The value of one Prometheus series (summed over label sets matching `labels`).
@@ -260,6 +253,18 @@ impl Drop for Vigil {
             );
         }
     }
+}
+
+/// `POST /api/v1/query` to the API listener at `api`: the status and body of the answer.
+pub async fn post_query(api: std::net::SocketAddr, sql: &str, format: &str) -> (u16, Vec<u8>) {
+    let resp = reqwest::Client::new()
+        .post(format!("http://{api}/api/v1/query"))
+        .json(&serde_json::json!({ "sql": sql, "format": format }))
+        .send()
+        .await
+        .expect("query request");
+    let status = resp.status().as_u16();
+    (status, resp.bytes().await.expect("query body").to_vec())
 }
 
 /// Polls `check` until it returns true or `timeout` passes.

@@ -130,45 +130,34 @@ fn variable_promql(query: &str) -> &str {
     query
 }
 
-/// The `expr` of every rule in a Prometheus rules file. A line reader rather than a YAML
-/// parser (the suite has none): it takes plain one-line values and `|`/`>` block scalars, and
-/// the caller checks it found one expression per rule.
+/// A Prometheus rules file, as far as these tests read it.
+#[derive(serde::Deserialize)]
+struct RulesFile {
+    groups: Vec<RuleGroup>,
+}
+
+#[derive(serde::Deserialize)]
+struct RuleGroup {
+    rules: Vec<Rule>,
+}
+
+#[derive(serde::Deserialize)]
+struct Rule {
+    expr: String,
+}
+
+/// The `expr` of every rule in a Prometheus rules file.
 fn rule_exprs(yaml: &str) -> Vec<String> {
-    let lines: Vec<&str> = yaml.lines().collect();
-    let indent = |l: &str| l.len() - l.trim_start().len();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i];
-        i += 1;
-        let Some(value) = line.trim_start().strip_prefix("expr:") else {
-            continue;
-        };
-        let value = value.trim();
-        assert!(
-            !value.starts_with(['"', '\'']),
-            "write rule expressions unquoted or as block scalars: {line}"
-        );
-        if value.starts_with(['|', '>']) {
-            let mut body = Vec::new();
-            while i < lines.len() && (lines[i].trim().is_empty() || indent(lines[i]) > indent(line))
-            {
-                body.push(lines[i].trim());
-                i += 1;
-            }
-            out.push(body.join("\n").trim().to_owned());
-        } else {
-            out.push(value.to_owned());
-        }
-    }
-    out
+    let file: RulesFile = yaml_serde::from_str(yaml).expect("rules file is YAML");
+    file.groups
+        .into_iter()
+        .flat_map(|g| g.rules)
+        .map(|r| r.expr.trim().to_owned())
+        .collect()
 }
 
 fn rule_count(yaml: &str) -> usize {
-    yaml.lines()
-        .map(str::trim_start)
-        .filter(|l| l.starts_with("- alert:") || l.starts_with("- record:"))
-        .count()
+    rule_exprs(yaml).len()
 }
 
 /// The metric names a PromQL expression selects: every bare identifier that is not a keyword,
@@ -335,9 +324,9 @@ fn promql_metric_extraction_sees_only_metric_names() {
     );
     assert_eq!(
         rule_exprs(
-            "- alert: A\n  expr: up == 0\n  for: 1m\n- alert: B\n  expr: >-\n    a\n    or b\n  for: 2m\n"
+            "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up == 0\n    for: 1m\n  - alert: B\n    expr: >-\n      a\n      or b\n    for: 2m\n"
         ),
-        ["up == 0", "a\nor b"]
+        ["up == 0", "a or b"]
     );
 }
 
@@ -375,11 +364,7 @@ fn dashboards_and_alert_rules_use_only_exported_metrics() {
     }
     let rules = std::fs::read_to_string(rules_file()).unwrap();
     let exprs = rule_exprs(&rules);
-    assert_eq!(
-        exprs.len(),
-        rule_count(&rules),
-        "one expr per rule expected in the rules file: {exprs:#?}"
-    );
+    assert!(!exprs.is_empty(), "the rules file has no rules");
     for e in &exprs {
         check("vigil-alerts.yml", e);
     }
@@ -610,17 +595,22 @@ impl Prometheus {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// An instant query; panics unless Prometheus answers `success`.
-    async fn query(&self, promql: &str) -> Vec<Value> {
-        let answer: Value = reqwest::Client::new()
-            .get(format!("{}/api/v1/query", self.url))
-            .query(&[("query", promql)])
+    /// `GET /api/v1/<path>` of Prometheus' HTTP API, as JSON.
+    async fn api(&self, path: &str, params: &[(&str, &str)]) -> Value {
+        reqwest::Client::new()
+            .get(format!("{}/api/v1/{path}", self.url))
+            .query(params)
             .send()
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// An instant query; panics unless Prometheus answers `success`.
+    async fn query(&self, promql: &str) -> Vec<Value> {
+        let answer = self.api("query", &[("query", promql)]).await;
         assert_eq!(answer["status"], "success", "{promql}: {answer}");
         answer["data"]["result"]
             .as_array()
@@ -891,19 +881,11 @@ async fn prometheus_scrapes_vigil_and_runs_every_dashboard_query_and_rule() {
 
     // Prometheus loaded every shipped rule and evaluates each without error.
     let rules_text = std::fs::read_to_string(rules_file()).unwrap();
-    let client = reqwest::Client::new();
     eventually(
         Duration::from_secs(30),
         "every alerting rule evaluated",
         || async {
-            let answer: Value = client
-                .get(format!("{}/api/v1/rules", prometheus.url))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let answer = prometheus.api("rules", &[]).await;
             let rules: Vec<Value> = answer["data"]["groups"]
                 .as_array()
                 .into_iter()
