@@ -4,7 +4,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rules");
+    // Read at run time, not with `env!`: the compiled build script can be reused from a
+    // checkout in another directory when the target dir is shared.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".to_owned());
+    let dir = Path::new(&manifest_dir).join("../config/rules");
     println!("cargo:rerun-if-changed={}", dir.display());
     // A binary without its shipped rules would run with no detections and say nothing:
     // refuse to build it.

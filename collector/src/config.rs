@@ -176,6 +176,9 @@ pub struct QueryConfig {
     pub memory_limit_bytes: usize,
     /// Rows one answer may hold; larger results are refused with a clear error.
     pub max_result_rows: usize,
+    /// Threads queries run on, apart from ingest's: a heavy query slows other queries, never
+    /// the acknowledgement of incoming telemetry. Also the partitions one query is split into.
+    pub threads: usize,
 }
 
 impl Default for QueryConfig {
@@ -184,6 +187,7 @@ impl Default for QueryConfig {
             timeout: Duration::from_secs(30),
             memory_limit_bytes: 1024 * 1024 * 1024,
             max_result_rows: 100_000,
+            threads: 2,
         }
     }
 }
@@ -281,6 +285,7 @@ impl RawConfig {
                 self.query.memory_limit_bytes as u64,
             ),
             ("query.max_result_rows", self.query.max_result_rows as u64),
+            ("query.threads", self.query.threads as u64),
         ];
         for (name, v) in positive {
             if v == 0 {

@@ -33,9 +33,6 @@ pub use format::{encode, render_table};
 pub use http::router;
 pub use provider::SignalTable;
 
-/// Partitions a query runs with: the collector shares two cores with ingest.
-const TARGET_PARTITIONS: usize = 2;
-
 /// Runs analysts' SQL against the catalog. Cheap to share in an `Arc`; each query gets its own
 /// session state and memory pool, so one query cannot starve or break another.
 #[derive(Debug)]
@@ -43,6 +40,41 @@ pub struct QueryEngine {
     /// Tables, functions and settings every query starts from.
     base: SessionState,
     config: QueryConfig,
+    /// Where queries run: CPU-bound operators that rarely yield would otherwise hold the
+    /// threads that receive telemetry and fire the query timeout itself.
+    runtime: QueryRuntime,
+}
+
+/// A runtime of its own for queries, shut down without waiting when the engine is dropped
+/// (which may happen inside another runtime, where a blocking shutdown would panic).
+#[derive(Debug)]
+struct QueryRuntime(Option<tokio::runtime::Runtime>);
+
+impl QueryRuntime {
+    fn new(threads: usize) -> Result<Self, QueryError> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("vigil-query")
+            .enable_all()
+            .build()
+            .map(|rt| Self(Some(rt)))
+            .map_err(|e| QueryError::Internal(format!("cannot start the query runtime: {e}")))
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        match &self.0 {
+            Some(rt) => rt.handle(),
+            None => unreachable!("the runtime is only taken on drop"),
+        }
+    }
+}
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// A complete answer.
@@ -116,7 +148,7 @@ pub enum OutputFormat {
 impl QueryEngine {
     pub fn new(catalog: Arc<Catalog>, config: QueryConfig) -> Result<Self, QueryError> {
         let mut session = SessionConfig::new()
-            .with_target_partitions(TARGET_PARTITIONS)
+            .with_target_partitions(config.threads.max(1))
             .with_information_schema(true);
         session.options_mut().execution.time_zone = Some("UTC".to_string());
         // Spilling is off: a query over its memory limit fails instead of filling the disk the
@@ -137,6 +169,7 @@ impl QueryEngine {
         }
         Ok(Self {
             base: ctx.state(),
+            runtime: QueryRuntime::new(config.threads)?,
             config,
         })
     }
@@ -150,7 +183,10 @@ impl QueryEngine {
         // The query runs as a task of its own so that the answer to a query over its time
         // limit is immediate: a CPU-bound operator may take a while to reach a point where it
         // notices it was cancelled, and the caller should not wait for that.
-        let task = tokio::spawn(async move { run(&ctx, &sql, limit, started).await });
+        let task = self
+            .runtime
+            .handle()
+            .spawn(async move { run(&ctx, &sql, limit, started).await });
         let _cancel_on_drop = AbortOnDrop(task.abort_handle());
         match tokio::time::timeout(self.config.timeout, task).await {
             Ok(Ok(result)) => result,
