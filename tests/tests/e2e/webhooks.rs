@@ -29,6 +29,8 @@ enum Answer {
     Ok,
     Status(u16, Option<&'static str>),
     Redirect(String),
+    /// Holds the request open until the test releases the path, then answers 200.
+    Hold,
 }
 
 #[derive(Debug, Clone)]
@@ -44,6 +46,21 @@ struct Received {
 struct Receiver {
     answers: Arc<Mutex<HashMap<String, Answer>>>,
     received: Arc<Mutex<Vec<Received>>>,
+    /// Requests being held open per path, now and at most.
+    held: Arc<Mutex<HashMap<String, (usize, usize)>>>,
+    released: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+/// Counts a held request out when its handler ends, answered or dropped by a client that
+/// gave up.
+struct Holding(Receiver, String);
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.held.lock().unwrap().get_mut(&self.1) {
+            h.0 -= 1;
+        }
+    }
 }
 
 impl Receiver {
@@ -73,6 +90,20 @@ impl Receiver {
             .collect()
     }
 
+    /// Requests held open on `path` right now, and the most ever held at once.
+    fn held(&self, path: &str) -> (usize, usize) {
+        self.held
+            .lock()
+            .unwrap()
+            .get(path)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn release(&self, path: &str) {
+        self.released.lock().unwrap().insert(path.into());
+    }
+
     fn delivered(&self, path: &str) -> Vec<Received> {
         self.on(path)
             .into_iter()
@@ -94,8 +125,20 @@ async fn receive(
         .get(&path)
         .cloned()
         .unwrap_or(Answer::Ok);
+    if let Answer::Hold = answer {
+        {
+            let mut held = r.held.lock().unwrap();
+            let h = held.entry(path.clone()).or_default();
+            h.0 += 1;
+            h.1 = h.1.max(h.0);
+        }
+        let _holding = Holding(r.clone(), path.clone());
+        while !r.released.lock().unwrap().contains(&path) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     let response = match &answer {
-        Answer::Ok => StatusCode::OK.into_response(),
+        Answer::Ok | Answer::Hold => StatusCode::OK.into_response(),
         Answer::Status(code, retry_after) => {
             let status = StatusCode::from_u16(*code).unwrap();
             match retry_after {
@@ -504,5 +547,174 @@ async fn refusals_gone_and_exhausted_retries_end_as_queryable_dead_letters() {
             .metric("vigil_webhook_dead_letters_total", &[("sink", "flaky")])
             .await,
         1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_hangs_times_out_without_holding_up_other_sinks() {
+    let (receiver, addr) = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    receiver.answer("hangs", Answer::Hold);
+    let config = alerts_config(&[
+        sink(
+            dir.path(),
+            "hangs",
+            "json",
+            format!("http://{addr}/hangs"),
+            "timeout = \"300ms\"\nretry_for = \"2s\"",
+        ),
+        sink(
+            dir.path(),
+            "fine",
+            "json",
+            format!("http://{addr}/fine"),
+            "",
+        ),
+    ]);
+    let vigil = Vigil::start(&config);
+    leak_key(&vigil, "billing").await;
+    eventually(
+        Duration::from_secs(30),
+        "the healthy sink delivers while the other one's receiver hangs",
+        || async { !receiver.delivered("fine").is_empty() },
+    )
+    .await;
+    // Each attempt is cut off after the sink's own timeout; when the retry budget is spent
+    // the notification is a dead letter that says why.
+    let sql = "SELECT reason, attempts, last_status, last_error FROM dead_letters \
+               WHERE sink = 'hangs'";
+    eventually(
+        Duration::from_secs(30),
+        "the hanging sink's notification ends as a dead letter",
+        || async { vigil.rows(sql).await.len() == 1 },
+    )
+    .await;
+    let row = &vigil.rows(sql).await[0];
+    assert_eq!(row[0], "retries_exhausted");
+    assert!(
+        row[1].as_u64().unwrap() >= 2,
+        "timed-out attempts are retried: {row:?}"
+    );
+    assert!(row[2].is_null(), "no answer, so no status: {row:?}");
+    assert!(
+        row[3].as_str().unwrap().contains("timed out"),
+        "the dead letter says the receiver timed out: {row:?}"
+    );
+    assert!(receiver.delivered("hangs").is_empty());
+    assert_eq!(receiver.delivered("fine").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_destination_has_its_own_request_concurrency() {
+    let (receiver, addr) = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    receiver.answer("one", Answer::Hold);
+    receiver.answer("four", Answer::Hold);
+    // One notification per service: four messages ready at once for each sink.
+    let extra = |n: usize| format!("concurrency = {n}\ngroup_by = [\"service\"]");
+    let config = alerts_config(&[
+        sink(
+            dir.path(),
+            "one",
+            "json",
+            format!("http://{addr}/one"),
+            &extra(1),
+        ),
+        sink(
+            dir.path(),
+            "four",
+            "json",
+            format!("http://{addr}/four"),
+            &extra(4),
+        ),
+    ]);
+    let vigil = Vigil::start(&config);
+    let services = ["billing", "payments", "checkout", "search"];
+    for service in services {
+        leak_key(&vigil, service).await;
+    }
+    eventually(
+        Duration::from_secs(30),
+        "four requests in flight at once to the sink allowed four",
+        || async { receiver.held("four").0 == 4 },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "all four notifications queued for the sink allowed one",
+        || async {
+            vigil
+                .metric("vigil_webhook_outbox_messages", &[("sink", "one")])
+                .await
+                == 4.0
+        },
+    )
+    .await;
+    // Three notifications are due and waiting; the sink still has only one request open.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(receiver.held("one"), (1, 1));
+    receiver.release("four");
+    receiver.release("one");
+    eventually(
+        Duration::from_secs(30),
+        "every notification delivered to both sinks",
+        || async { receiver.delivered("one").len() == 4 && receiver.delivered("four").len() == 4 },
+    )
+    .await;
+    assert_eq!(
+        receiver.held("one").1,
+        1,
+        "never more than one request open"
+    );
+    assert_eq!(receiver.held("four").1, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_still_inside_group_wait_survive_a_crash() {
+    let (receiver, addr) = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Long enough that the crash comes well before the group is due.
+    let config = alerts_config(&[sink(
+        dir.path(),
+        "soc",
+        "json",
+        format!("http://{addr}/soc"),
+        "group_wait = \"10s\"",
+    )
+    .replace("group_wait = \"0s\"\n", "")]);
+    let mut vigil = Vigil::start(&config);
+    leak_key(&vigil, "billing").await;
+    let groups = vigil.data_dir.join("outbox/soc/groups.json");
+    eventually(
+        Duration::from_secs(30),
+        "the alert is held in the sink's saved grouping state",
+        || async {
+            std::fs::read_to_string(&groups)
+                .is_ok_and(|t| t.contains("exposure.secret_in_telemetry"))
+        },
+    )
+    .await;
+    vigil.stop_kill();
+    assert!(
+        receiver.on("soc").is_empty(),
+        "the notification went out before the crash; the test did not exercise group_wait"
+    );
+    let vigil = vigil.restart(&config);
+    eventually(
+        Duration::from_secs(40),
+        "the waiting alert is delivered after the restart",
+        || async { !receiver.delivered("soc").is_empty() },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let delivered = receiver.delivered("soc");
+    assert_eq!(delivered.len(), 1, "delivered once");
+    let body: Value = serde_json::from_slice(&delivered[0].body).unwrap();
+    assert_eq!(body["alerts"][0]["service"], "billing", "{body}");
+    assert_eq!(
+        vigil
+            .metric("vigil_webhook_outbox_messages", &[("sink", "soc")])
+            .await,
+        0.0
     );
 }
