@@ -10,6 +10,7 @@ use vigil_core::Redactor;
 use vigil_core::redact::RedactionConfig;
 use vigil_detector::DetectorConfig;
 
+use crate::auth::AuthConfig;
 use crate::sinks::AlertsConfig;
 
 /// The only config version this build understands.
@@ -29,6 +30,7 @@ pub struct RawConfig {
     pub redaction: RedactionConfig,
     pub detector: DetectorConfig,
     pub alerts: AlertsConfig,
+    pub auth: AuthConfig,
 }
 
 impl Default for RawConfig {
@@ -43,6 +45,7 @@ impl Default for RawConfig {
             redaction: RedactionConfig::default(),
             detector: DetectorConfig::default(),
             alerts: AlertsConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -250,10 +253,10 @@ impl RawConfig {
             ("server.api_addr", self.server.api_addr),
         ];
         for (name, addr) in listeners {
-            if !addr.ip().is_loopback() {
+            if !addr.ip().is_loopback() && !self.auth.enabled() {
                 problems.push(format!(
-                    "{name} = {addr} is not a loopback address, and authentication is not configured: \
-                     refusing to expose unauthenticated telemetry endpoints"
+                    "{name} = {addr} is not a loopback address, and authentication is not configured \
+                     (auth.keys_file): refusing to expose unauthenticated telemetry endpoints"
                 ));
             }
         }
@@ -322,6 +325,7 @@ impl RawConfig {
         }
         problems.extend(self.detector.validate());
         problems.extend(self.alerts.validate());
+        problems.extend(self.auth.validate());
         if problems.is_empty() {
             Ok(Config(self))
         } else {

@@ -63,7 +63,15 @@ enum Command {
         data_dir: Option<PathBuf>,
         #[arg(long, short, value_enum, default_value_t = CliFormat::Table)]
         format: CliFormat,
+        /// API key for a Vigil with authentication on (a key with the `query` scope).
+        #[arg(long = "api-key", env = "VIGIL_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
         sql: String,
+    },
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// Validate a config file and the rules it loads; print every problem and exit non-zero
     /// if there are any.
@@ -84,6 +92,25 @@ enum RulesCommand {
         /// Use this config's redaction and field mapping (embedded defaults otherwise).
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a new random API key. Prints the key on the first line (give it to the client,
+    /// e.g. as VIGIL_API_KEY or an OTLP exporter header; it is not shown again), then the
+    /// entry to append to the key file, which holds only the key's hash.
+    Generate {
+        /// Name of the key in logs, metrics and the audit trail.
+        #[arg(long)]
+        id: String,
+        /// What the key may do (repeat for several).
+        #[arg(long = "scope", required = true, value_parser = ["ingest", "query", "admin"])]
+        scopes: Vec<String>,
+        /// Limit the key to these services: it may only send as them and only sees their
+        /// rows (repeat for several).
+        #[arg(long = "service")]
+        services: Vec<String>,
     },
 }
 
@@ -118,8 +145,17 @@ fn main() -> ExitCode {
             url,
             data_dir,
             format,
+            api_key,
             sql,
-        } => run_query(url, data_dir, format, &sql),
+        } => run_query(url, data_dir, format, api_key.as_deref(), &sql),
+        Command::Keys {
+            command:
+                KeysCommand::Generate {
+                    id,
+                    scopes,
+                    services,
+                },
+        } => generate_key(&id, &scopes, &services),
         Command::CheckConfig { file } => check_config(&file),
         Command::Rules {
             command: RulesCommand::Test { dir, config },
@@ -229,12 +265,16 @@ fn run_query(
     url: Option<String>,
     data_dir: Option<PathBuf>,
     format: CliFormat,
+    api_key: Option<&str>,
     sql: &str,
 ) -> anyhow::Result<()> {
     let result = runtime()?.block_on(async {
         match data_dir {
             Some(dir) => query_data_dir(&dir, sql).await,
-            None => query_url(url.as_deref().unwrap_or("http://127.0.0.1:8080"), sql).await,
+            None => {
+                let url = url.as_deref().unwrap_or("http://127.0.0.1:8080");
+                query_url(url, api_key, sql).await
+            }
         }
     })?;
     let out = match format {
@@ -261,12 +301,16 @@ async fn query_data_dir(dir: &Path, sql: &str) -> anyhow::Result<QueryResult> {
 }
 
 /// Asks a running Vigil for Arrow IPC, so every output format is rendered locally, the same way.
-async fn query_url(url: &str, sql: &str) -> anyhow::Result<QueryResult> {
+async fn query_url(url: &str, api_key: Option<&str>, sql: &str) -> anyhow::Result<QueryResult> {
     let endpoint = format!("{}/api/v1/query", url.trim_end_matches('/'));
     let started = std::time::Instant::now();
-    let resp = reqwest::Client::new()
+    let mut request = reqwest::Client::new()
         .post(&endpoint)
-        .json(&serde_json::json!({ "sql": sql, "format": "arrow" }))
+        .json(&serde_json::json!({ "sql": sql, "format": "arrow" }));
+    if let Some(key) = api_key {
+        request = request.bearer_auth(key);
+    }
+    let resp = request
         .send()
         .await
         .with_context(|| format!("cannot reach {endpoint}"))?;
@@ -290,6 +334,32 @@ async fn query_url(url: &str, sql: &str) -> anyhow::Result<QueryResult> {
         batches,
         elapsed: started.elapsed(),
     })
+}
+
+fn generate_key(id: &str, scopes: &[String], services: &[String]) -> anyhow::Result<()> {
+    let (key, hash) = vigil_collector::auth::keys::generate()
+        .map_err(|e| anyhow::anyhow!("cannot read the system's random source: {e}"))?;
+    let mut entry = format!(
+        "[[keys]]\nid = {}\nhash = \"{hash}\"\nscopes = {}\n",
+        toml_string(id),
+        toml_list(scopes)
+    );
+    if !services.is_empty() {
+        entry.push_str(&format!("services = {}\n", toml_list(services)));
+    }
+    // The entry must load as the server will load it.
+    vigil_collector::auth::keys::KeySet::parse(&entry).map_err(anyhow::Error::msg)?;
+    print!("{key}\n\n{entry}");
+    Ok(())
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+fn toml_list(items: &[String]) -> String {
+    let items: Vec<String> = items.iter().map(|s| toml_string(s)).collect();
+    format!("[{}]", items.join(", "))
 }
 
 /// Rules as the server would load them, or every problem with them.

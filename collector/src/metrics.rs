@@ -87,6 +87,14 @@ pub struct Metrics {
     pub webhook_duration: HistogramVec,
     /// Records stored per service (capped label set, overflow in `other`) and signal.
     pub service_records: IntCounterVec,
+    /// Requests refused by authentication, by reason (`missing`, `invalid`, `forbidden`)
+    /// and the scope they needed.
+    pub auth_refusals: IntCounterVec,
+    /// API keys valid now.
+    pub auth_keys: IntGauge,
+    /// Records a service-bound key sent under another service's name, by key id and what
+    /// was done (`reject`, `relabel`). Key ids come from the key file: a bounded set.
+    pub service_mismatch_records: IntCounterVec,
     services: ServiceLabels,
     /// Every series name registered, sorted (see [`Metrics::metric_names`]).
     names: Arc<[String]>,
@@ -169,6 +177,8 @@ impl Metrics {
             IntGauge::new("vigil_wal_bytes", "Bytes in WAL segments not yet compacted")?;
         register(Box::new(wal_bytes.clone()))?;
         let alerts_firing = IntGauge::new("vigil_alerts_firing", "Alerts firing now")?;
+        let auth_keys = IntGauge::new("vigil_auth_keys", "API keys valid now")?;
+        register(Box::new(auth_keys.clone()))?;
         register(Box::new(alerts_firing.clone()))?;
         let alert_write_failures = prometheus::IntCounter::new(
             "vigil_alert_write_failures_total",
@@ -302,6 +312,17 @@ impl Metrics {
                 "vigil_service_records_total",
                 "Records stored, by service (at most 200 services, the rest as `other`) and signal",
                 &["service", "signal"],
+            )?,
+            auth_refusals: counter(
+                "vigil_auth_refusals_total",
+                "Requests refused by authentication, by reason and the scope they needed",
+                &["reason", "scope"],
+            )?,
+            auth_keys,
+            service_mismatch_records: counter(
+                "vigil_service_mismatch_records_total",
+                "Records a service-bound key sent as another service, by key and action",
+                &["key", "action"],
             )?,
             services: ServiceLabels {
                 seen: Default::default(),

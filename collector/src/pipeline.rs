@@ -11,6 +11,7 @@ use vigil_core::decode::{DecodeError, Decoded, decode_logs, decode_traces};
 use vigil_core::time::now_ns;
 use vigil_core::{Redactor, Signal};
 
+use crate::auth::{Binding, MismatchAction};
 use crate::config::IngestConfig;
 use crate::detection::DetectorHandle;
 use crate::error::IngestError;
@@ -46,6 +47,8 @@ pub struct ExportOutcome {
 pub struct Admission {
     _permit: OwnedSemaphorePermit,
     arrived: Instant,
+    /// The services the caller may send for, when its key is bound to some.
+    binding: Option<Binding>,
 }
 
 /// Cheap to clone; shared by all receivers.
@@ -85,13 +88,19 @@ impl IngestHandle {
     }
 
     /// Takes one of the bounded in-flight slots. Receivers call this when a request arrives,
-    /// before reading its body, so an overloaded Vigil refuses work without buffering it.
-    pub fn admit(&self, signal: Signal) -> Result<Admission, IngestError> {
+    /// after authenticating it and before reading its body, so an overloaded Vigil refuses
+    /// work without buffering it. `binding` limits the services the records may claim.
+    pub fn admit(
+        &self,
+        signal: Signal,
+        binding: Option<Binding>,
+    ) -> Result<Admission, IngestError> {
         let inner = &self.inner;
         match inner.in_flight.clone().try_acquire_owned() {
             Ok(permit) => Ok(Admission {
                 _permit: permit,
                 arrived: Instant::now(),
+                binding,
             }),
             Err(_) => {
                 inner
@@ -157,17 +166,41 @@ impl IngestHandle {
         // Decoding and redaction are CPU work on whole batches: keep them off the runtime.
         let redactor = inner.redactor.clone();
         let received_at = now_ns();
+        let binding = admission.binding.clone();
+        let bind_metrics = metrics.clone();
         let (batch, rejected, error_message) = tokio::task::spawn_blocking(move || {
             let decoded = decode(received_at).map_err(|e| {
                 tracing::error!(error = %e, signal = %signal, "cannot convert export to arrow");
                 IngestError::internal()
             })?;
+            let (mut rejected, mut error_message) = (decoded.rejected, decoded.error_message);
+            let batch = match &binding {
+                Some(binding) => {
+                    let bound = binding.apply(decoded.batch).map_err(|e| {
+                        tracing::error!(error = %e, signal = %signal, "cannot check service binding");
+                        IngestError::internal()
+                    })?;
+                    if bound.mismatched > 0 {
+                        record_mismatch(&bind_metrics, binding, bound.mismatched);
+                        if binding.action == MismatchAction::Reject {
+                            rejected += bound.mismatched;
+                            let message = binding.refusal_message(bound.mismatched);
+                            error_message = Some(match error_message {
+                                Some(m) => format!("{m}; {message}"),
+                                None => message,
+                            });
+                        }
+                    }
+                    bound.batch
+                }
+                None => decoded.batch,
+            };
             // A batch that cannot be redacted is refused, never stored as is.
-            let batch = redactor.apply(decoded.batch).map_err(|e| {
+            let batch = redactor.apply(batch).map_err(|e| {
                 tracing::error!(error = %e, signal = %signal, "cannot redact batch");
                 IngestError::internal()
             })?;
-            Ok::<_, IngestError>((batch, decoded.rejected, decoded.error_message))
+            Ok::<_, IngestError>((batch, rejected, error_message))
         })
         .await
         .map_err(|e| {
@@ -213,4 +246,19 @@ impl IngestHandle {
             error_message,
         })
     }
+}
+
+/// Counts and logs records a bound key sent as another service: someone may be
+/// impersonating a service, or a deployment uses the wrong key.
+fn record_mismatch(metrics: &Metrics, binding: &Binding, records: u64) {
+    let action = match binding.action {
+        MismatchAction::Reject => "reject",
+        MismatchAction::Relabel => "relabel",
+    };
+    metrics
+        .service_mismatch_records
+        .with_label_values(&[binding.key.as_str(), action])
+        .inc_by(records);
+    tracing::warn!(key = %binding.key, records, action,
+        "records claim a service their key is not bound to");
 }

@@ -26,6 +26,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use vigil_core::Redactor;
 
 use crate::api;
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::detection::{self, DetectorStage};
 use crate::metrics::Metrics;
@@ -78,6 +79,13 @@ impl Topology {
                 })?
         };
         let redactor = build_redactor(&config)?;
+        let auth = Auth::new(&config.auth, metrics.clone())?;
+        if !auth.enabled() {
+            tracing::warn!(
+                "authentication is off (no auth.keys_file): every listener is on \
+                loopback, and anyone on this host can send, query and administer"
+            );
+        }
         let rules = detection::load_rules(&config.detector).map_err(|problems| {
             anyhow::anyhow!("invalid detection rules:\n  - {}", problems.join("\n  - "))
         })?;
@@ -124,7 +132,12 @@ impl Topology {
         let (stop, stopped) = watch::channel(false);
         let mut servers = JoinSet::new();
         {
-            let routes = receiver::grpc_routes(ingest.clone(), &config.ingest, metrics.clone());
+            let routes = receiver::grpc_routes(
+                ingest.clone(),
+                &config.ingest,
+                metrics.clone(),
+                auth.clone(),
+            );
             let stopped = stopped.clone();
             servers.spawn(async move {
                 tonic::transport::Server::builder()
@@ -134,7 +147,12 @@ impl Topology {
                     .context("otlp/grpc server failed")
             });
         }
-        let http_app = receiver::http_router(ingest.clone(), &config.ingest, metrics.clone());
+        let http_app = receiver::http_router(
+            ingest.clone(),
+            &config.ingest,
+            metrics.clone(),
+            auth.clone(),
+        );
         servers.spawn(serve_http(http, http_app, stopped.clone(), "otlp/http"));
         detection::spawn_sql_rules(
             &config.detector.sql,
@@ -143,8 +161,9 @@ impl Topology {
             stopped.clone(),
             &mut servers,
         );
-        let api_app = api::router(engine, ingest, metrics.clone());
-        servers.spawn(serve_http(api, api_app, stopped, "api"));
+        let api_app = api::router(engine, ingest, metrics.clone(), auth.clone());
+        servers.spawn(serve_http(api, api_app, stopped.clone(), "api"));
+        servers.spawn(reload_on_sighup(auth, stopped));
 
         tracing::info!(grpc = %addrs.grpc, http = %addrs.http, api = %addrs.api, "vigil is listening");
         Ok(Self {
@@ -215,6 +234,26 @@ async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} ({name})"))
+}
+
+/// SIGHUP re-reads the API key file (rotation without a restart). A file with problems
+/// leaves the keys in use unchanged.
+async fn reload_on_sighup(auth: Auth, stopped: watch::Receiver<bool>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    let stop = wait_stop(stopped);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return Ok(()),
+            _ = hup.recv() => {
+                tracing::info!("received SIGHUP: reloading API keys");
+                if let Err(e) = auth.reload() {
+                    tracing::error!(error = %e, "cannot reload API keys; the keys in use stay valid");
+                }
+            }
+        }
+    }
 }
 
 async fn wait_stop(mut stopped: watch::Receiver<bool>) {

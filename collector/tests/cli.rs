@@ -247,3 +247,51 @@ url = "https://siem.example.com:8088/services/collector/event"
         "{err}"
     );
 }
+
+#[test]
+fn generated_keys_turn_on_auth_for_non_loopback_listeners() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = vigil()
+        .args(["keys", "generate", "--id", "checkout-ingest"])
+        .args(["--scope", "ingest", "--service", "checkout"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (key, entry) = text.split_once("\n\n").unwrap();
+    assert!(key.starts_with("vgl_") && !entry.contains(key), "{text}");
+    assert!(entry.contains("scopes = [\"ingest\"]") && entry.contains("services = [\"checkout\"]"));
+    let keys = dir.path().join("keys.toml");
+    std::fs::write(&keys, entry).unwrap();
+
+    let exposed = "[server]\ngrpc_addr = \"0.0.0.0:4317\"\n";
+    let file = dir.path().join("exposed.toml");
+    std::fs::write(&file, exposed).unwrap();
+    let out = vigil().arg("check-config").arg(&file).output().unwrap();
+    assert!(
+        !out.status.success(),
+        "no auth on a public address is refused"
+    );
+
+    let with_keys = format!(
+        "{exposed}[auth]\nkeys_file = {:?}\n",
+        keys.display().to_string()
+    );
+    std::fs::write(&file, with_keys).unwrap();
+    let out = vigil().arg("check-config").arg(&file).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = vigil()
+        .args(["keys", "generate", "--id", "x", "--scope", "root"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "unknown scopes are refused");
+}

@@ -4,16 +4,17 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use serde::Deserialize;
 
-use super::{OutputFormat, QueryEngine, QueryError, encode};
+use super::{OutputFormat, QueryEngine, QueryError, Visibility, encode};
+use crate::auth::Principal;
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
@@ -46,7 +47,11 @@ pub fn router(engine: Arc<QueryEngine>, metrics: Metrics) -> Router {
         .with_state(ApiState { engine, metrics })
 }
 
-async fn alert(State(api): State<ApiState>, Path(fingerprint): Path<String>) -> Response {
+async fn alert(
+    State(api): State<ApiState>,
+    Extension(caller): Extension<Arc<Principal>>,
+    Path(fingerprint): Path<String>,
+) -> Response {
     // Fingerprints are 16 lower-case hex digits; checking that also keeps the SQL literal safe.
     if fingerprint.len() != 16
         || !fingerprint
@@ -63,7 +68,7 @@ async fn alert(State(api): State<ApiState>, Path(fingerprint): Path<String>) -> 
         ),
         format: OutputFormat::default(),
     };
-    match run(&api.engine, request).await {
+    match run(&api.engine, &caller, request).await {
         Ok((content_type, body)) => {
             ([(header::CONTENT_TYPE, content_type)], Body::from(body)).into_response()
         }
@@ -71,7 +76,11 @@ async fn alert(State(api): State<ApiState>, Path(fingerprint): Path<String>) -> 
     }
 }
 
-async fn query(State(api): State<ApiState>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn query(
+    State(api): State<ApiState>,
+    Extension(caller): Extension<Arc<Principal>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let started = Instant::now();
     let body = match body {
         Ok(body) => body,
@@ -87,7 +96,7 @@ async fn query(State(api): State<ApiState>, body: Result<Bytes, BytesRejection>)
     };
     let outcome = match serde_json::from_slice::<QueryRequest>(&body) {
         Err(e) => Err(QueryError::Invalid(format!("malformed request body: {e}"))),
-        Ok(request) => run(&api.engine, request).await,
+        Ok(request) => run(&api.engine, &caller, request).await,
     };
     let label = match &outcome {
         Ok(_) => "ok",
@@ -102,6 +111,7 @@ async fn query(State(api): State<ApiState>, body: Result<Bytes, BytesRejection>)
     match outcome {
         Ok((content_type, body)) => {
             tracing::info!(
+                by = %caller.id,
                 outcome = label,
                 elapsed_ms = elapsed.as_millis() as u64,
                 bytes = body.len(),
@@ -113,12 +123,18 @@ async fn query(State(api): State<ApiState>, body: Result<Bytes, BytesRejection>)
     }
 }
 
+/// Runs a query as `caller`: a key limited to services sees only their rows.
 async fn run(
     engine: &QueryEngine,
+    caller: &Principal,
     request: QueryRequest,
 ) -> Result<(&'static str, Vec<u8>), QueryError> {
     tracing::debug!(sql = %request.sql, format = ?request.format, "query received");
-    let result = engine.execute(&request.sql).await?;
+    let visibility = match caller.services() {
+        Some(services) => Visibility::Services(services.into()),
+        None => Visibility::All,
+    };
+    let result = engine.execute_as(&request.sql, &visibility).await?;
     // Encoding a large answer is CPU work: keep it off the async workers.
     let format = request.format;
     tokio::task::spawn_blocking(move || encode(&result, format))

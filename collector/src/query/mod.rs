@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
+use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::{SessionConfig, SessionContext, SessionState};
@@ -23,6 +24,8 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::LogicalPlanBuilder;
+use datafusion::prelude::{col, lit};
 use futures::StreamExt;
 use vigil_core::Signal;
 
@@ -40,6 +43,7 @@ pub struct QueryEngine {
     /// Tables, functions and settings every query starts from.
     base: SessionState,
     config: QueryConfig,
+    catalog: Arc<Catalog>,
     /// Where queries run: CPU-bound operators that rarely yield would otherwise hold the
     /// threads that receive telemetry and fire the query timeout itself.
     runtime: QueryRuntime,
@@ -169,16 +173,26 @@ impl QueryEngine {
         }
         Ok(Self {
             base: ctx.state(),
+            catalog,
             runtime: QueryRuntime::new(config.threads)?,
             config,
         })
     }
 
-    /// Runs one read-only statement under the configured timeout, memory limit and row cap.
-    /// Dropping the returned future cancels the query.
+    /// Runs one read-only statement over every row, under the configured timeout, memory
+    /// limit and row cap. Dropping the returned future cancels the query.
     pub async fn execute(&self, sql: &str) -> Result<QueryResult, QueryError> {
+        self.execute_as(sql, &Visibility::All).await
+    }
+
+    /// Like [`Self::execute`], seeing only the rows `visibility` allows in every table.
+    pub async fn execute_as(
+        &self,
+        sql: &str,
+        visibility: &Visibility,
+    ) -> Result<QueryResult, QueryError> {
         let started = Instant::now();
-        let ctx = self.session()?;
+        let ctx = self.session(visibility)?;
         let (sql, limit) = (sql.to_owned(), self.config.max_result_rows);
         // The query runs as a task of its own so that the answer to a query over its time
         // limit is immediate: a CPU-bound operator may take a while to reach a point where it
@@ -197,12 +211,13 @@ impl QueryEngine {
 
     /// Parses and plans `sql` without running it: what `execute` would refuse up front.
     pub async fn check(&self, sql: &str) -> Result<(), QueryError> {
-        let ctx = self.session()?;
+        let ctx = self.session(&Visibility::All)?;
         plan(&ctx, sql).await.map(drop)
     }
 
-    /// A session for one query: the shared tables and caches with a memory pool of its own.
-    fn session(&self) -> Result<SessionContext, QueryError> {
+    /// A session for one query with a memory pool of its own: the shared tables, or for a
+    /// restricted query a catalog of its own whose tables are filtering views.
+    fn session(&self, visibility: &Visibility) -> Result<SessionContext, QueryError> {
         let top_consumers = NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN);
         let pool = TrackConsumersPool::new(
             GreedyMemoryPool::new(self.config.memory_limit_bytes),
@@ -212,11 +227,43 @@ impl QueryEngine {
             .with_memory_pool(Arc::new(pool))
             .build_arc()
             .map_err(|e| QueryError::Internal(format!("cannot build the query runtime: {e}")))?;
-        let state = SessionStateBuilder::new_from_existing(self.base.clone())
-            .with_runtime_env(runtime)
-            .build();
-        Ok(SessionContext::new_with_state(state))
+        let Visibility::Services(services) = visibility else {
+            let state = SessionStateBuilder::new_from_existing(self.base.clone())
+                .with_runtime_env(runtime)
+                .build();
+            return Ok(SessionContext::new_with_state(state));
+        };
+        // Not derived from `base`: that would share its catalog, and the views would replace
+        // the tables of every other query.
+        let ctx = SessionContext::new_with_config_rt(self.base.config().clone(), runtime);
+        for signal in Signal::ALL {
+            let name = signal.as_str();
+            let table = Arc::new(SignalTable::new(signal, Arc::clone(&self.catalog)));
+            let allowed = services.iter().map(|s| lit(s.as_str())).collect();
+            let restrict = |e: DataFusionError| {
+                QueryError::Internal(format!("cannot restrict table {name}: {e}"))
+            };
+            let plan = LogicalPlanBuilder::scan(name, provider_as_source(table), None)
+                .and_then(|b| {
+                    b.filter(col(vigil_core::schema::col::SERVICE).in_list(allowed, false))
+                })
+                .and_then(LogicalPlanBuilder::build)
+                .map_err(restrict)?;
+            ctx.register_table(name, Arc::new(ViewTable::new(plan, None)))
+                .map_err(restrict)?;
+        }
+        Ok(ctx)
     }
+}
+
+/// Which rows a query may see. Enforced in the query engine: the tables of a restricted
+/// query are views that filter on `service` before anything else in the plan runs, so no
+/// SQL (joins, subqueries, `information_schema`) reaches other services' rows.
+#[derive(Debug, Clone, Default)]
+pub enum Visibility {
+    #[default]
+    All,
+    Services(Arc<[String]>),
 }
 
 /// Aborts the query task when the caller goes away (timeout, client disconnect).

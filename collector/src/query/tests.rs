@@ -843,7 +843,9 @@ async fn table_rendering_for_the_cli() {
 async fn serve(engine: QueryEngine, metrics: Metrics) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = router(Arc::new(engine), metrics);
+    // As the API listener's auth layer does with auth off.
+    let app = router(Arc::new(engine), metrics)
+        .layer(axum::Extension(crate::auth::Principal::anonymous()));
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     format!("http://{addr}")
 }

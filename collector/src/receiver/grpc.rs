@@ -24,20 +24,27 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::{
-    INLINE_DECODE_MAX_BYTES, Logs, METRICS_LABEL, ReceiveError, Signal, Traces, decode_protobuf,
-    export, record_received_bytes, record_rejection, run_cpu_bound,
+    INLINE_DECODE_MAX_BYTES, Logs, METRICS_LABEL, ReceiveError, Signal, Traces, admit_caller,
+    decode_protobuf, export, record_received_bytes, record_rejection, run_cpu_bound,
 };
+use crate::auth::{Auth, AuthError, Scope};
 use crate::config::IngestConfig;
 use crate::error::ErrorKind;
 use crate::metrics::Metrics;
-use crate::pipeline::{IngestHandle, Transport};
+use crate::pipeline::{Admission, IngestHandle, Transport};
 
 /// `LogsService`, `TraceService` and `MetricsService` (which answers UNIMPLEMENTED). Unknown
 /// services and methods answer UNIMPLEMENTED too.
-pub fn grpc_routes(ingest: IngestHandle, config: &IngestConfig, metrics: Metrics) -> Routes {
+pub fn grpc_routes(
+    ingest: IngestHandle,
+    config: &IngestConfig,
+    metrics: Metrics,
+    auth: Auth,
+) -> Routes {
     let state = Arc::new(GrpcState {
         ingest,
         metrics,
+        auth,
         max_body_bytes: config.max_body_bytes,
     });
     Routes::new(ExportService::<Logs>::new(Arc::clone(&state)))
@@ -48,6 +55,7 @@ pub fn grpc_routes(ingest: IngestHandle, config: &IngestConfig, metrics: Metrics
 struct GrpcState {
     ingest: IngestHandle,
     metrics: Metrics,
+    auth: Auth,
     /// Limit for one request message, compressed and after decompression.
     max_body_bytes: usize,
 }
@@ -57,10 +65,14 @@ trait GrpcExport: Send + Sync + 'static {
     const SERVICE: &'static str;
     /// Value of the `signal` metrics label.
     const LABEL: &'static str;
+    /// The table the records go to; `None` for a service Vigil refuses.
+    const TABLE: Option<vigil_core::Signal>;
     type Response: prost::Message + Send + 'static;
 
+    /// `admission` is `Some` for services with a table.
     fn handle(
         state: Arc<GrpcState>,
+        admission: Option<Admission>,
         message: Bytes,
     ) -> impl Future<Output = Result<Self::Response, ReceiveError>> + Send;
 }
@@ -68,14 +80,18 @@ trait GrpcExport: Send + Sync + 'static {
 impl<S: Signal> GrpcExport for S {
     const SERVICE: &'static str = S::GRPC_SERVICE;
     const LABEL: &'static str = S::LABEL;
+    const TABLE: Option<vigil_core::Signal> = Some(S::SIGNAL);
     type Response = S::Response;
 
-    async fn handle(state: Arc<GrpcState>, message: Bytes) -> Result<S::Response, ReceiveError> {
-        // Admit before decoding: an overloaded Vigil refuses without expanding the message.
-        let admission = state
-            .ingest
-            .admit(S::SIGNAL)
-            .map_err(ReceiveError::Ingest)?;
+    async fn handle(
+        state: Arc<GrpcState>,
+        admission: Option<Admission>,
+        message: Bytes,
+    ) -> Result<S::Response, ReceiveError> {
+        let Some(admission) = admission else {
+            tracing::error!("grpc export without an ingest slot");
+            return Err(ReceiveError::Ingest(crate::error::IngestError::internal()));
+        };
         record_received_bytes(&state.metrics, S::LABEL, Transport::Grpc, &message);
         let inline = message.len() <= INLINE_DECODE_MAX_BYTES;
         let request = run_cpu_bound(inline, move || decode_protobuf::<S>(&message)).await?;
@@ -90,9 +106,14 @@ struct MetricsRefusal;
 impl GrpcExport for MetricsRefusal {
     const SERVICE: &'static str = metrics_service_server::SERVICE_NAME;
     const LABEL: &'static str = METRICS_LABEL;
+    const TABLE: Option<vigil_core::Signal> = None;
     type Response = ExportMetricsServiceResponse;
 
-    async fn handle(_: Arc<GrpcState>, _: Bytes) -> Result<Self::Response, ReceiveError> {
+    async fn handle(
+        _: Arc<GrpcState>,
+        _: Option<Admission>,
+        _: Bytes,
+    ) -> Result<Self::Response, ReceiveError> {
         Err(ReceiveError::MetricsRefused)
     }
 }
@@ -108,6 +129,10 @@ fn to_status(err: &ReceiveError) -> Status {
         ReceiveError::MetricsRefused | ReceiveError::NotFound => {
             Status::unimplemented(err.to_string())
         }
+        ReceiveError::Auth(AuthError::Forbidden { .. }) => {
+            Status::permission_denied(err.to_string())
+        }
+        ReceiveError::Auth(_) => Status::unauthenticated(err.to_string()),
         // HTTP-only refusals; listed so the mapping stays total.
         ReceiveError::UnsupportedMediaType(_)
         | ReceiveError::UnsupportedEncoding(_)
@@ -181,12 +206,33 @@ where
                         .into_http(),
                 );
             }
+            // Authenticate and admit before the message is read or decompressed: an unknown
+            // caller or an overloaded Vigil is refused without expanding it.
+            let authorization = request.headers().get("authorization").map(|v| v.as_bytes());
+            let admission = match G::TABLE {
+                Some(table) => {
+                    admit_caller(&state.auth, &state.ingest, table, authorization).map(Some)
+                }
+                None => state
+                    .auth
+                    .authorize(authorization, Scope::Ingest)
+                    .map(|_| None)
+                    .map_err(ReceiveError::Auth),
+            };
+            let admission = match admission {
+                Ok(admission) => admission,
+                Err(err) => {
+                    record_rejection(&state.metrics, G::LABEL, Transport::Grpc, &err);
+                    return Ok(to_status(&err).into_http());
+                }
+            };
             let mut grpc = Grpc::new(ExportCodec::<G::Response>::default())
                 .accept_compressed(CompressionEncoding::Gzip)
                 .accept_compressed(CompressionEncoding::Zstd)
                 .max_decoding_message_size(state.max_body_bytes);
             let method = ExportMethod::<G> {
                 state: Arc::clone(&state),
+                admission,
                 export: PhantomData,
             };
             let response = grpc.unary(method, request).await;
@@ -221,6 +267,8 @@ fn replace_size_status<G: GrpcExport>(
 /// The unary handler tonic calls with the (decompressed) message bytes.
 struct ExportMethod<G> {
     state: Arc<GrpcState>,
+    /// Taken by the one call tonic makes for a unary request.
+    admission: Option<Admission>,
     export: PhantomData<fn() -> G>,
 }
 
@@ -230,8 +278,9 @@ impl<G: GrpcExport> UnaryService<Bytes> for ExportMethod<G> {
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let state = Arc::clone(&self.state);
+        let admission = self.admission.take();
         Box::pin(async move {
-            match G::handle(Arc::clone(&state), request.into_inner()).await {
+            match G::handle(Arc::clone(&state), admission, request.into_inner()).await {
                 Ok(response) => Ok(tonic::Response::new(response)),
                 Err(err) => {
                     record_rejection(&state.metrics, G::LABEL, Transport::Grpc, &err);

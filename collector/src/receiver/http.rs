@@ -7,7 +7,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::header::{ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::header::{
+    ACCEPT_ENCODING, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -19,9 +21,10 @@ use tonic::Code;
 
 use super::decompress::{Encoding, decompress};
 use super::{
-    INLINE_DECODE_MAX_BYTES, Logs, METRICS_LABEL, ReceiveError, Signal, Traces, decode_json,
-    decode_protobuf, export, record_received_bytes, record_rejection, run_cpu_bound,
+    INLINE_DECODE_MAX_BYTES, Logs, METRICS_LABEL, ReceiveError, Signal, Traces, admit_caller,
+    decode_json, decode_protobuf, export, record_received_bytes, record_rejection, run_cpu_bound,
 };
+use crate::auth::{Auth, AuthError};
 use crate::config::IngestConfig;
 use crate::error::{ErrorKind, IngestError};
 use crate::metrics::Metrics;
@@ -31,10 +34,16 @@ use crate::pipeline::{IngestHandle, Transport};
 const ACCEPT_POST: HeaderName = HeaderName::from_static("accept-post");
 
 /// The OTLP/HTTP routes. Unknown paths get 404, other methods on the OTLP paths 405.
-pub fn http_router(ingest: IngestHandle, config: &IngestConfig, metrics: Metrics) -> Router {
+pub fn http_router(
+    ingest: IngestHandle,
+    config: &IngestConfig,
+    metrics: Metrics,
+    auth: Auth,
+) -> Router {
     let state = Arc::new(HttpState {
         ingest,
         metrics,
+        auth,
         max_body_bytes: config.max_body_bytes,
     });
     Router::new()
@@ -48,6 +57,7 @@ pub fn http_router(ingest: IngestHandle, config: &IngestConfig, metrics: Metrics
 struct HttpState {
     ingest: IngestHandle,
     metrics: Metrics,
+    auth: Auth,
     /// Limit for the body as received and again after decompression.
     max_body_bytes: usize,
 }
@@ -118,16 +128,19 @@ async fn receive<S: Signal>(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<S::Response, ReceiveError> {
+    // Authenticate and admit before reading: an unknown caller or an overloaded Vigil is
+    // refused without buffering the body.
+    let admission = admit_caller(
+        &state.auth,
+        &state.ingest,
+        S::SIGNAL,
+        headers.get(AUTHORIZATION).map(HeaderValue::as_bytes),
+    )?;
     let encoding = Encoding::from_headers(headers)?;
     let limit = state.max_body_bytes;
     if declared_length(headers).is_some_and(|len| len > limit) {
         return Err(ReceiveError::PayloadTooLarge { limit });
     }
-    // Admit before reading: an overloaded Vigil refuses without buffering the body.
-    let admission = state
-        .ingest
-        .admit(S::SIGNAL)
-        .map_err(ReceiveError::Ingest)?;
     let raw = read_body(body, limit).await?;
     let inline = encoding == Encoding::Identity && raw.len() <= INLINE_DECODE_MAX_BYTES;
     let metrics = state.metrics.clone();
@@ -232,6 +245,10 @@ fn error_response(format: Format, err: &ReceiveError) -> Response {
             (StatusCode::BAD_REQUEST, Code::InvalidArgument, None)
         }
         ReceiveError::MetricsRefused => (StatusCode::NOT_FOUND, Code::Unimplemented, None),
+        ReceiveError::Auth(AuthError::Forbidden { .. }) => {
+            (StatusCode::FORBIDDEN, Code::PermissionDenied, None)
+        }
+        ReceiveError::Auth(_) => (StatusCode::UNAUTHORIZED, Code::Unauthenticated, None),
         ReceiveError::NotFound => (StatusCode::NOT_FOUND, Code::NotFound, None),
         ReceiveError::Ingest(e) => match e.kind {
             ErrorKind::InvalidInput => (StatusCode::BAD_REQUEST, Code::InvalidArgument, None),
@@ -273,6 +290,12 @@ fn error_response(format: Format, err: &ReceiveError) -> Response {
             headers.insert(
                 ACCEPT_ENCODING,
                 HeaderValue::from_static(Encoding::ACCEPTED),
+            );
+        }
+        ReceiveError::Auth(AuthError::Missing | AuthError::Invalid) => {
+            headers.insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"vigil\""),
             );
         }
         _ => {}

@@ -19,6 +19,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::auth::{Auth, AuthError, Scope};
 use crate::error::{ErrorKind, IngestError};
 use crate::metrics::{Metrics, RejectReason};
 use crate::pipeline::{Admission, ExportOutcome, IngestHandle, Transport};
@@ -65,6 +66,9 @@ pub(crate) enum ReceiveError {
     /// The ingest pipeline refused the request (overload, shutdown, storage failure, bug).
     #[error("{0}")]
     Ingest(IngestError),
+    /// No valid key with the `ingest` scope. Counted by [`crate::auth::Auth`] itself.
+    #[error("{0}")]
+    Auth(AuthError),
 }
 
 impl ReceiveError {
@@ -80,6 +84,7 @@ impl ReceiveError {
             ReceiveError::PayloadTooLarge { .. } => Some(RejectReason::PayloadTooLarge),
             ReceiveError::Undecodable(_) => Some(RejectReason::Undecodable),
             ReceiveError::Ingest(_)
+            | ReceiveError::Auth(_)
             | ReceiveError::MetricsRefused
             | ReceiveError::NotFound
             | ReceiveError::BodyRead => None,
@@ -95,6 +100,7 @@ impl ReceiveError {
                 ErrorKind::Unavailable { .. } => "unavailable",
                 ErrorKind::Internal => "internal",
             },
+            ReceiveError::Auth(e) => e.reason(),
             ReceiveError::MetricsRefused => "unsupported_signal",
             ReceiveError::NotFound => "not_found",
             ReceiveError::BodyRead => "body_read",
@@ -308,6 +314,22 @@ async fn export<S: Signal>(
         .await
         .map_err(ReceiveError::Ingest)?;
     Ok(S::response(outcome))
+}
+
+/// Authenticates an export from its `authorization` header (HTTP) or metadata (gRPC) and
+/// takes an ingest slot bound to the caller's services.
+fn admit_caller(
+    auth: &Auth,
+    ingest: &IngestHandle,
+    signal: vigil_core::Signal,
+    authorization: Option<&[u8]>,
+) -> Result<Admission, ReceiveError> {
+    let principal = auth
+        .authorize(authorization, Scope::Ingest)
+        .map_err(ReceiveError::Auth)?;
+    ingest
+        .admit(signal, auth.binding(&principal))
+        .map_err(ReceiveError::Ingest)
 }
 
 /// Records the decompressed size of an accepted body.

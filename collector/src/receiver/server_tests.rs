@@ -79,12 +79,18 @@ impl Harness {
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http_addr: SocketAddr = listener.local_addr().unwrap();
-        let app = http_router(ingest.clone(), &ingest_config, metrics.clone());
+        let auth = crate::auth::Auth::new(&Default::default(), metrics.clone()).unwrap();
+        let app = http_router(
+            ingest.clone(),
+            &ingest_config,
+            metrics.clone(),
+            auth.clone(),
+        );
         tokio::spawn(async move { axum::serve(listener, app).await });
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc_addr: SocketAddr = listener.local_addr().unwrap();
-        let routes = grpc_routes(ingest, &ingest_config, metrics.clone());
+        let routes = grpc_routes(ingest, &ingest_config, metrics.clone(), auth);
         tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_routes(routes)

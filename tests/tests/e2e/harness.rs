@@ -23,6 +23,8 @@ pub struct Vigil {
     pub data_dir: PathBuf,
     pub addrs: Addrs,
     log: PathBuf,
+    /// Sent as `Authorization: Bearer` by the query and metrics helpers when auth is on.
+    pub api_key: Option<String>,
     /// Keeps the scratch directory alive as long as the server (and restarts) need it.
     _scratch: Option<tempfile::TempDir>,
 }
@@ -95,6 +97,7 @@ impl Vigil {
             .expect("scratch dir");
         let mut v = Vigil::start_on(&self.data_dir, extra_config, &dir);
         v._scratch = scratch;
+        v.api_key = self.api_key.take();
         v
     }
 
@@ -127,6 +130,7 @@ impl Vigil {
                 api: "127.0.0.1:0".parse().unwrap(),
             },
             log,
+            api_key: None,
             _scratch: None,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -218,17 +222,16 @@ impl Vigil {
     }
 
     pub async fn query_raw(&self, sql: &str, format: &str) -> (u16, Vec<u8>) {
-        post_query(self.addrs.api, sql, format).await
+        post_query_as(self.addrs.api, self.api_key.as_deref(), sql, format).await
     }
 
     /// The value of one Prometheus series (summed over label sets matching `labels`).
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.api_endpoint()))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let mut request = reqwest::Client::new().get(format!("{}/metrics", self.api_endpoint()));
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
+        let text = request.send().await.unwrap().text().await.unwrap();
         text.lines()
             .filter(|l| !l.starts_with('#'))
             .filter(|l| l.split(['{', ' ']).next() == Some(name))
@@ -257,12 +260,23 @@ impl Drop for Vigil {
 
 /// `POST /api/v1/query` to the API listener at `api`: the status and body of the answer.
 pub async fn post_query(api: std::net::SocketAddr, sql: &str, format: &str) -> (u16, Vec<u8>) {
-    let resp = reqwest::Client::new()
+    post_query_as(api, None, sql, format).await
+}
+
+/// [`post_query`] with `Authorization: Bearer <key>` when a key is given.
+pub async fn post_query_as(
+    api: std::net::SocketAddr,
+    key: Option<&str>,
+    sql: &str,
+    format: &str,
+) -> (u16, Vec<u8>) {
+    let mut request = reqwest::Client::new()
         .post(format!("http://{api}/api/v1/query"))
-        .json(&serde_json::json!({ "sql": sql, "format": format }))
-        .send()
-        .await
-        .expect("query request");
+        .json(&serde_json::json!({ "sql": sql, "format": format }));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let resp = request.send().await.expect("query request");
     let status = resp.status().as_u16();
     (status, resp.bytes().await.expect("query body").to_vec())
 }

@@ -1,0 +1,56 @@
+//! Authentication for the API listener: one middleware over the whole router, so a route
+//! added under `/api/` is protected without anyone remembering to protect it.
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{Auth, AuthError, Scope};
+
+/// The scope a path needs; `None` for what is public (probes, the console's static assets).
+fn scope_for(auth: &Auth, path: &str) -> Option<Scope> {
+    match path {
+        "/healthz" | "/readyz" => None,
+        "/metrics" if auth.config().public_metrics => None,
+        "/metrics" => Some(Scope::Admin),
+        p if p.starts_with("/api/v1/admin/") => Some(Scope::Admin),
+        p if p == "/api" || p.starts_with("/api/") => Some(Scope::Query),
+        _ => None,
+    }
+}
+
+/// Middleware: authorizes the request for its path's scope and hands the [`super::Principal`]
+/// to the handler as a request extension. Refusals are JSON `{"error": ...}`: 401 with
+/// `WWW-Authenticate` for missing or unknown keys, 403 for a key without the scope.
+pub async fn require(State(auth): State<Auth>, mut request: Request, next: Next) -> Response {
+    // Public paths carry no principal: a handler that needs one cannot run there by mistake.
+    let Some(scope) = scope_for(&auth, request.uri().path()) else {
+        return next.run(request).await;
+    };
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    match auth.authorize(authorization, scope) {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Err(e) => refusal(&e),
+    }
+}
+
+fn refusal(e: &AuthError) -> Response {
+    let body = Json(serde_json::json!({ "error": e.to_string() }));
+    match e {
+        AuthError::Forbidden { .. } => (StatusCode::FORBIDDEN, body).into_response(),
+        AuthError::Missing | AuthError::Invalid => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer realm=\"vigil\"")],
+            body,
+        )
+            .into_response(),
+    }
+}

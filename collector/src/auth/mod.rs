@@ -1,0 +1,412 @@
+//! Who is calling, and what they may do: API keys with scopes (`ingest`, `query`, `admin`),
+//! optionally bound to services. Every receiver and the API ask [`Auth::authorize`] before
+//! they read a request body; the answer is a [`Principal`] that travels with the request.
+//!
+//! With no key file configured, auth is off and every request acts as the anonymous principal
+//! (all scopes, every service). Configuration refuses that unless every listener is on loopback.
+
+mod binding;
+mod http;
+pub mod keys;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock};
+
+use parking_lot::RwLock;
+use serde::Deserialize;
+
+pub use self::binding::{Binding, BindingOutcome};
+pub use self::http::require;
+use self::keys::KeySet;
+use crate::metrics::Metrics;
+
+/// What a key may do. Least privilege: no scope implies another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// Send telemetry over OTLP.
+    Ingest,
+    /// Run SQL and read alerts through the API and console.
+    Query,
+    /// Reload keys, read the audit trail, read `/metrics` (unless public).
+    Admin,
+}
+
+impl Scope {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ingest" => Some(Scope::Ingest),
+            "query" => Some(Scope::Query),
+            "admin" => Some(Scope::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Ingest => "ingest",
+            Scope::Query => "query",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// The caller of one request.
+#[derive(Debug)]
+pub struct Principal {
+    /// The key's id (never the key), or `anonymous` when auth is off.
+    pub id: String,
+    scopes: BTreeSet<Scope>,
+    /// `Some`: may only send as, and only see rows of, these services.
+    services: Option<Arc<[String]>>,
+}
+
+static ANONYMOUS: LazyLock<Arc<Principal>> = LazyLock::new(|| {
+    Arc::new(Principal {
+        id: "anonymous".to_owned(),
+        scopes: [Scope::Ingest, Scope::Query, Scope::Admin].into(),
+        services: None,
+    })
+});
+
+impl Principal {
+    pub fn new(id: String, scopes: BTreeSet<Scope>, services: Option<Arc<[String]>>) -> Self {
+        Self {
+            id,
+            scopes,
+            services,
+        }
+    }
+
+    /// The caller when auth is off: every scope, every service.
+    pub fn anonymous() -> Arc<Principal> {
+        Arc::clone(&ANONYMOUS)
+    }
+
+    pub fn allows(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+
+    /// The services this caller is limited to; `None` for all.
+    pub fn services(&self) -> Option<&[String]> {
+        self.services.as_deref()
+    }
+}
+
+/// What happens to records a service-bound key sends under another service's name.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MismatchAction {
+    /// Refuse those records (OTLP partial success says how many and why).
+    #[default]
+    Reject,
+    /// Store them under the key's service (keys bound to exactly one service); the claimed
+    /// name stays in `resource['service.name']` as evidence.
+    Relabel,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The API key file (see [`keys`]). Setting it turns authentication on for every
+    /// listener. Re-read on SIGHUP and `POST /api/v1/admin/reload`.
+    pub keys_file: Option<PathBuf>,
+    /// Records a service-bound key sends for another service: `reject` or `relabel`.
+    pub service_mismatch: MismatchAction,
+    /// Serve `/metrics` without a key (for a scraper on a trusted network). Off: it needs
+    /// the `admin` scope.
+    pub public_metrics: bool,
+}
+
+impl AuthConfig {
+    pub fn enabled(&self) -> bool {
+        self.keys_file.is_some()
+    }
+
+    pub fn validate(&self) -> Vec<String> {
+        let Some(path) = &self.keys_file else {
+            return Vec::new();
+        };
+        match KeySet::load(path) {
+            Ok(keys) => self.check_keys(&keys),
+            Err(e) => vec![format!("auth.keys_file: {e}")],
+        }
+    }
+
+    fn check_keys(&self, keys: &KeySet) -> Vec<String> {
+        let mut problems = Vec::new();
+        if keys.is_empty() {
+            problems.push("auth.keys_file lists no keys: nothing could connect".to_owned());
+        }
+        if self.service_mismatch == MismatchAction::Relabel {
+            for p in keys.principals() {
+                if p.allows(Scope::Ingest) && p.services().is_some_and(|s| s.len() != 1) {
+                    problems.push(format!(
+                        "auth.service_mismatch = \"relabel\" needs ingest keys bound to one \
+                         service; key {:?} lists several",
+                        p.id
+                    ));
+                }
+            }
+        }
+        problems
+    }
+}
+
+/// Why a request was refused before it was read.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("authentication required: send `Authorization: Bearer <key>`")]
+    Missing,
+    #[error("invalid or revoked key")]
+    Invalid,
+    #[error("key {id:?} does not have the {scope} scope", scope = scope.as_str())]
+    Forbidden { id: String, scope: Scope },
+}
+
+impl AuthError {
+    /// The `reason` label of `vigil_auth_refusals_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Invalid => "invalid",
+            AuthError::Forbidden { .. } => "forbidden",
+        }
+    }
+}
+
+/// Checks credentials; cheap to clone and shared by every listener.
+#[derive(Clone)]
+pub struct Auth {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: AuthConfig,
+    /// Swapped whole on reload: a request sees the old set or the new one, never a mix.
+    keys: RwLock<Arc<KeySet>>,
+    metrics: Metrics,
+}
+
+impl Auth {
+    /// Loads the key file, if one is configured.
+    pub fn new(config: &AuthConfig, metrics: Metrics) -> anyhow::Result<Self> {
+        let keys = match &config.keys_file {
+            Some(path) => KeySet::load(path).map_err(anyhow::Error::msg)?,
+            None => KeySet::default(),
+        };
+        let auth = Self {
+            inner: Arc::new(Inner {
+                config: config.clone(),
+                keys: RwLock::new(Arc::new(keys)),
+                metrics,
+            }),
+        };
+        auth.publish_key_count();
+        Ok(auth)
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.inner.config.enabled()
+    }
+
+    pub fn config(&self) -> &AuthConfig {
+        &self.inner.config
+    }
+
+    /// The caller behind an `Authorization` header value, if it may act with `scope`.
+    pub fn authorize(
+        &self,
+        authorization: Option<&[u8]>,
+        scope: Scope,
+    ) -> Result<Arc<Principal>, AuthError> {
+        let result = self.check(authorization, scope);
+        if let Err(e) = &result {
+            self.inner
+                .metrics
+                .auth_refusals
+                .with_label_values(&[e.reason(), scope.as_str()])
+                .inc();
+        }
+        result
+    }
+
+    fn check(
+        &self,
+        authorization: Option<&[u8]>,
+        scope: Scope,
+    ) -> Result<Arc<Principal>, AuthError> {
+        if !self.enabled() {
+            return Ok(Principal::anonymous());
+        }
+        let key = authorization
+            .and_then(bearer_token)
+            .ok_or(AuthError::Missing)?;
+        let principal = self.inner.keys.read().find(key).ok_or(AuthError::Invalid)?;
+        if !principal.allows(scope) {
+            return Err(AuthError::Forbidden {
+                id: principal.id.clone(),
+                scope,
+            });
+        }
+        Ok(principal)
+    }
+
+    /// Re-reads the key file. On any problem the keys in use stay as they were. Returns how
+    /// many keys are valid now.
+    pub fn reload(&self) -> Result<usize, String> {
+        let Some(path) = &self.inner.config.keys_file else {
+            return Err("authentication is off: no auth.keys_file to reload".to_owned());
+        };
+        let keys = KeySet::load(path)?;
+        let problems = self.inner.config.check_keys(&keys);
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        let count = keys.len();
+        *self.inner.keys.write() = Arc::new(keys);
+        self.publish_key_count();
+        tracing::info!(keys = count, file = %path.display(), "API keys reloaded");
+        Ok(count)
+    }
+
+    fn publish_key_count(&self) {
+        let count = self.inner.keys.read().len();
+        self.inner
+            .metrics
+            .auth_keys
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// How a principal's records are checked against its services at ingest; `None` when
+    /// it may send for any service.
+    pub fn binding(&self, principal: &Principal) -> Option<Binding> {
+        principal.services.as_ref().map(|services| Binding {
+            key: principal.id.clone(),
+            services: Arc::clone(services),
+            action: self.inner.config.service_mismatch,
+        })
+    }
+}
+
+/// The token of `Bearer <token>` (scheme case-insensitive).
+fn bearer_token(value: &[u8]) -> Option<&str> {
+    let value = std::str::from_utf8(value).ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth_with(keys: &str, dir: &std::path::Path) -> Auth {
+        let path = dir.join("keys.toml");
+        std::fs::write(&path, keys).unwrap();
+        let config = AuthConfig {
+            keys_file: Some(path),
+            ..AuthConfig::default()
+        };
+        Auth::new(&config, Metrics::new().unwrap()).unwrap()
+    }
+
+    fn listing(id: &str, hash: &str, scopes: &str) -> String {
+        format!("[[keys]]\nid = {id:?}\nhash = {hash:?}\nscopes = {scopes}\n")
+    }
+
+    #[test]
+    fn keys_scopes_and_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ingest_key, ingest_hash) = keys::generate().unwrap();
+        let (query_key, query_hash) = keys::generate().unwrap();
+        let auth = auth_with(&listing("ci", &ingest_hash, "[\"ingest\"]"), dir.path());
+        let bearer = |k: &str| format!("Bearer {k}").into_bytes();
+
+        let ci = auth
+            .authorize(Some(&bearer(&ingest_key)), Scope::Ingest)
+            .unwrap();
+        assert_eq!(ci.id, "ci");
+        assert_eq!(
+            auth.authorize(Some(&bearer(&ingest_key)), Scope::Query)
+                .unwrap_err(),
+            AuthError::Forbidden {
+                id: "ci".into(),
+                scope: Scope::Query
+            }
+        );
+        assert_eq!(
+            auth.authorize(None, Scope::Ingest).unwrap_err(),
+            AuthError::Missing
+        );
+        assert_eq!(
+            auth.authorize(Some(b"Basic abc"), Scope::Ingest)
+                .unwrap_err(),
+            AuthError::Missing
+        );
+        assert_eq!(
+            auth.authorize(Some(&bearer(&query_key)), Scope::Query)
+                .unwrap_err(),
+            AuthError::Invalid
+        );
+        assert!(
+            auth.authorize(
+                Some(format!("bearer  {ingest_key} ").as_bytes()),
+                Scope::Ingest
+            )
+            .is_ok()
+        );
+
+        // Rotation: the new key works and the revoked one is refused right after the reload.
+        let path = dir.path().join("keys.toml");
+        std::fs::write(&path, listing("soc", &query_hash, "[\"query\"]")).unwrap();
+        assert_eq!(auth.reload(), Ok(1));
+        assert!(
+            auth.authorize(Some(&bearer(&query_key)), Scope::Query)
+                .is_ok()
+        );
+        assert_eq!(
+            auth.authorize(Some(&bearer(&ingest_key)), Scope::Ingest)
+                .unwrap_err(),
+            AuthError::Invalid
+        );
+        // A broken file keeps the keys in use.
+        std::fs::write(&path, "[[keys]]\nid = 1\n").unwrap();
+        assert!(auth.reload().is_err());
+        assert!(
+            auth.authorize(Some(&bearer(&query_key)), Scope::Query)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn without_a_key_file_everyone_is_anonymous() {
+        let auth = Auth::new(&AuthConfig::default(), Metrics::new().unwrap()).unwrap();
+        let p = auth.authorize(None, Scope::Admin).unwrap();
+        assert_eq!(p.id, "anonymous");
+        assert!(p.services().is_none());
+        assert!(auth.reload().is_err());
+    }
+
+    #[test]
+    fn relabel_needs_single_service_ingest_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.toml");
+        let (_, hash) = keys::generate().unwrap();
+        std::fs::write(
+            &path,
+            listing("ci", &hash, "[\"ingest\"]") + "services = [\"a\", \"b\"]\n",
+        )
+        .unwrap();
+        let config = AuthConfig {
+            keys_file: Some(path),
+            service_mismatch: MismatchAction::Relabel,
+            public_metrics: false,
+        };
+        let problems = config.validate();
+        assert!(
+            problems.iter().any(|p| p.contains("bound to one service")),
+            "{problems:?}"
+        );
+    }
+}
