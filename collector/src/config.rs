@@ -12,6 +12,7 @@ use vigil_detector::DetectorConfig;
 
 use crate::auth::AuthConfig;
 use crate::sinks::AlertsConfig;
+use crate::tls::TlsConfig;
 
 /// The only config version this build understands.
 pub const CONFIG_VERSION: u32 = 1;
@@ -62,6 +63,11 @@ pub struct ServerConfig {
     /// How long shutdown waits for in-flight requests before giving up on them.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// TLS (and mutual TLS) on the listeners.
+    pub tls: TlsConfig,
+    /// Lets a listener bind a non-loopback address without TLS and authentication. Logged
+    /// loudly at start; for a network that is protected some other way.
+    pub allow_insecure: bool,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +77,8 @@ impl Default for ServerConfig {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 4318)),
             api_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_timeout: Duration::from_secs(30),
+            tls: TlsConfig::default(),
+            allow_insecure: false,
         }
     }
 }
@@ -252,14 +260,18 @@ impl RawConfig {
             ("server.http_addr", self.server.http_addr),
             ("server.api_addr", self.server.api_addr),
         ];
+        let secured = self.server.tls.enabled() && self.auth.enabled();
         for (name, addr) in listeners {
-            if !addr.ip().is_loopback() && !self.auth.enabled() {
+            if !addr.ip().is_loopback() && !secured && !self.server.allow_insecure {
                 problems.push(format!(
-                    "{name} = {addr} is not a loopback address, and authentication is not configured \
-                     (auth.keys_file): refusing to expose unauthenticated telemetry endpoints"
+                    "{name} = {addr} is not a loopback address, and TLS (server.tls) and \
+                     authentication (auth.keys_file) are not both configured: refusing to \
+                     expose telemetry endpoints without them (server.allow_insecure = true \
+                     overrides this)"
                 ));
             }
         }
+        problems.extend(self.server.tls.validate());
         for (i, (a_name, a)) in listeners.iter().enumerate() {
             for (b_name, b) in listeners.iter().skip(i + 1) {
                 if a == b && a.port() != 0 {

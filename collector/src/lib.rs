@@ -14,4 +14,5 @@ pub mod receiver;
 pub mod secrets;
 pub mod sinks;
 pub mod storage;
+pub mod tls;
 pub mod topology;

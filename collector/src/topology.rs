@@ -35,6 +35,7 @@ use crate::query::QueryEngine;
 use crate::receiver;
 use crate::sinks::SinkStage;
 use crate::storage::Storage;
+use crate::tls::Tls;
 
 /// Where the listeners actually bound (ports may have been 0 in the config).
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -80,12 +81,8 @@ impl Topology {
         };
         let redactor = build_redactor(&config)?;
         let auth = Auth::new(&config.auth, metrics.clone())?;
-        if !auth.enabled() {
-            tracing::warn!(
-                "authentication is off (no auth.keys_file): every listener is on \
-                loopback, and anyone on this host can send, query and administer"
-            );
-        }
+        let tls = Tls::new(&config.server.tls)?;
+        warn_if_exposed(&config, auth.enabled(), tls.is_some());
         let rules = detection::load_rules(&config.detector).map_err(|problems| {
             anyhow::anyhow!("invalid detection rules:\n  - {}", problems.join("\n  - "))
         })?;
@@ -99,9 +96,10 @@ impl Topology {
             api: api.local_addr()?,
         };
 
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let sinks = SinkStage::start(
             &config.alerts,
-            &format!("http://{}", addrs.api),
+            &format!("{scheme}://{}", addrs.api),
             &config.storage.data_dir,
             redactor.clone(),
             storage.appender(),
@@ -139,13 +137,29 @@ impl Topology {
                 auth.clone(),
             );
             let stopped = stopped.clone();
-            servers.spawn(async move {
-                tonic::transport::Server::builder()
-                    .add_routes(routes)
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), wait_stop(stopped))
-                    .await
-                    .context("otlp/grpc server failed")
-            });
+            let server = tonic::transport::Server::builder().add_routes(routes);
+            match &tls {
+                Some(tls) => {
+                    let incoming = tls.listen(grpc, "grpc")?.into_stream();
+                    servers.spawn(async move {
+                        server
+                            .serve_with_incoming_shutdown(incoming, wait_stop(stopped))
+                            .await
+                            .context("otlp/grpc server failed")
+                    });
+                }
+                None => {
+                    servers.spawn(async move {
+                        server
+                            .serve_with_incoming_shutdown(
+                                TcpListenerStream::new(grpc),
+                                wait_stop(stopped),
+                            )
+                            .await
+                            .context("otlp/grpc server failed")
+                    });
+                }
+            }
         }
         let http_app = receiver::http_router(
             ingest.clone(),
@@ -153,7 +167,7 @@ impl Topology {
             metrics.clone(),
             auth.clone(),
         );
-        servers.spawn(serve_http(http, http_app, stopped.clone(), "otlp/http"));
+        spawn_http(&mut servers, http, http_app, tls.as_ref(), &stopped, "http")?;
         detection::spawn_sql_rules(
             &config.detector.sql,
             engine.clone(),
@@ -162,8 +176,11 @@ impl Topology {
             &mut servers,
         );
         let api_app = api::router(engine, ingest, metrics.clone(), auth.clone());
-        servers.spawn(serve_http(api, api_app, stopped.clone(), "api"));
-        servers.spawn(reload_on_sighup(auth, stopped));
+        spawn_http(&mut servers, api, api_app, tls.as_ref(), &stopped, "api")?;
+        if let Some(tls) = &tls {
+            servers.spawn(tls.clone().watch(stopped.clone()));
+        }
+        servers.spawn(reload_on_sighup(auth, tls, stopped));
 
         tracing::info!(grpc = %addrs.grpc, http = %addrs.http, api = %addrs.api, "vigil is listening");
         Ok(Self {
@@ -236,9 +253,13 @@ async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr} ({name})"))
 }
 
-/// SIGHUP re-reads the API key file (rotation without a restart). A file with problems
-/// leaves the keys in use unchanged.
-async fn reload_on_sighup(auth: Auth, stopped: watch::Receiver<bool>) -> anyhow::Result<()> {
+/// SIGHUP re-reads the API key file and the TLS files (rotation without a restart). A file
+/// with problems leaves what is in use unchanged.
+async fn reload_on_sighup(
+    auth: Auth,
+    tls: Option<Tls>,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
     let stop = wait_stop(stopped);
@@ -247,9 +268,12 @@ async fn reload_on_sighup(auth: Auth, stopped: watch::Receiver<bool>) -> anyhow:
         tokio::select! {
             () = &mut stop => return Ok(()),
             _ = hup.recv() => {
-                tracing::info!("received SIGHUP: reloading API keys");
-                if let Err(e) = auth.reload() {
+                tracing::info!("received SIGHUP: reloading API keys and TLS files");
+                if auth.enabled() && let Err(e) = auth.reload() {
                     tracing::error!(error = %e, "cannot reload API keys; the keys in use stay valid");
+                }
+                if let Some(tls) = &tls && let Err(e) = tls.reload() {
+                    tracing::error!(error = %e, "cannot reload TLS files; the certificate in use stays");
                 }
             }
         }
@@ -261,16 +285,58 @@ async fn wait_stop(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|s| *s).await;
 }
 
-async fn serve_http(
+/// Serves `app` on `listener`, over TLS when configured.
+fn spawn_http(
+    servers: &mut JoinSet<anyhow::Result<()>>,
     listener: TcpListener,
     app: axum::Router,
-    stopped: watch::Receiver<bool>,
+    tls: Option<&Tls>,
+    stopped: &watch::Receiver<bool>,
     name: &'static str,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(wait_stop(stopped))
-        .await
-        .with_context(|| format!("{name} server failed"))
+    let stop = wait_stop(stopped.clone());
+    match tls {
+        Some(tls) => {
+            let listener = tls.listen(listener, name)?;
+            servers.spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+                    .with_context(|| format!("{name} server failed"))
+            });
+        }
+        None => {
+            servers.spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+                    .with_context(|| format!("{name} server failed"))
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Says loudly what is unprotected: auth or TLS off, and listeners that are reachable from
+/// other hosts anyway (`server.allow_insecure`).
+fn warn_if_exposed(config: &Config, auth: bool, tls: bool) {
+    let server = &config.server;
+    let exposed: Vec<String> = [server.grpc_addr, server.http_addr, server.api_addr]
+        .iter()
+        .filter(|a| !a.ip().is_loopback())
+        .map(ToString::to_string)
+        .collect();
+    let secured = auth && tls;
+    if !exposed.is_empty() && !secured {
+        tracing::warn!(listeners = %exposed.join(", "), auth, tls,
+            "INSECURE: listeners reachable from other hosts without both TLS and \
+             authentication (server.allow_insecure = true)");
+    } else if !auth {
+        tracing::warn!(
+            "authentication is off (no auth.keys_file): every listener is on \
+            loopback, and anyone on this host can send, query and administer"
+        );
+    }
 }
 
 /// The redaction stage, with its hash key (read after the data directory is locked, since a

@@ -249,7 +249,7 @@ url = "https://siem.example.com:8088/services/collector/event"
 }
 
 #[test]
-fn generated_keys_turn_on_auth_for_non_loopback_listeners() {
+fn non_loopback_listeners_need_generated_keys_and_tls_or_the_insecure_flag() {
     let dir = tempfile::tempdir().unwrap();
     let out = vigil()
         .args(["keys", "generate", "--id", "checkout-ingest"])
@@ -281,7 +281,14 @@ fn generated_keys_turn_on_auth_for_non_loopback_listeners() {
         "{exposed}[auth]\nkeys_file = {:?}\n",
         keys.display().to_string()
     );
-    std::fs::write(&file, with_keys).unwrap();
+    // Keys alone are not enough: TLS too, or the explicit insecure flag.
+    std::fs::write(&file, &with_keys).unwrap();
+    let out = vigil().arg("check-config").arg(&file).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TLS (server.tls) and authentication"), "{err}");
+    let insecure = with_keys.replace("[server]\n", "[server]\nallow_insecure = true\n");
+    std::fs::write(&file, insecure).unwrap();
     let out = vigil().arg("check-config").arg(&file).output().unwrap();
     assert!(
         out.status.success(),

@@ -14,4 +14,5 @@ mod prometheus;
 mod redaction;
 mod sdk;
 mod storage;
+mod tls;
 mod webhooks;

@@ -1,0 +1,251 @@
+//! TLS end to end: every listener speaks TLS with certificates made here, mutual TLS refuses
+//! clients without a certificate from the client CA, and a rotated certificate is served
+//! without a restart.
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use prost::Message;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+use crate::harness::{Vigil, eventually};
+use crate::otlp::{logs_request, now_ns};
+
+/// A certificate authority that signs server and client certificates.
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+/// A certificate and its private key, as PEM.
+struct Pair {
+    cert: String,
+    key: String,
+    der: CertificateDer<'static>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let pem = params.self_signed(&key).unwrap().pem();
+        Ca {
+            issuer: Issuer::new(params, key),
+            pem,
+        }
+    }
+
+    fn sign(&self, common_name: &str, names: &[&str]) -> Pair {
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Pair {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+            der: cert.der().clone(),
+        }
+    }
+}
+
+fn write_server_files(dir: &Path, server: &Pair, client_ca: &Ca) {
+    std::fs::write(dir.join("server.pem"), &server.cert).unwrap();
+    std::fs::write(dir.join("server.key"), &server.key).unwrap();
+    std::fs::write(dir.join("clients-ca.pem"), &client_ca.pem).unwrap();
+}
+
+fn tls_config(dir: &Path, mtls: &[&str]) -> String {
+    let path = |f: &str| dir.join(f).display().to_string();
+    format!(
+        "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\nmtls = {mtls:?}\n\
+         reload_interval = \"200ms\"\n",
+        path("server.pem"),
+        path("server.key"),
+        path("clients-ca.pem"),
+    )
+}
+
+fn https_client(ca: &Ca, identity: Option<&Pair>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap())
+        .https_only(true);
+    if let Some(id) = identity {
+        builder = builder.identity(
+            reqwest::Identity::from_pem(format!("{}{}", id.cert, id.key).as_bytes()).unwrap(),
+        );
+    }
+    builder.build().unwrap()
+}
+
+async fn post_logs(client: &reqwest::Client, url: &str, n: usize) -> Result<u16, reqwest::Error> {
+    client
+        .post(url)
+        .header("content-type", "application/x-protobuf")
+        .body(logs_request("checkout", "tls", n, now_ns()).encode_to_vec())
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+}
+
+async fn grpc_export(vigil: &Vigil, ca: &Ca, identity: Option<&Pair>) -> Result<(), String> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&ca.pem))
+        .domain_name("localhost");
+    if let Some(id) = identity {
+        tls = tls.identity(Identity::from_pem(&id.cert, &id.key));
+    }
+    let channel = Channel::from_shared(format!("https://localhost:{}", vigil.addrs.grpc.port()))
+        .unwrap()
+        .tls_config(tls)
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    LogsServiceClient::new(channel)
+        .export(logs_request("checkout", "tls-grpc", 2, now_ns()))
+        .await
+        .map(drop)
+        .map_err(|s| s.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_listener_speaks_tls_and_mtls_refuses_clients_without_a_ca_signed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = Ca::new("vigil test server CA");
+    let client_ca = Ca::new("vigil test client CA");
+    write_server_files(
+        dir.path(),
+        &server_ca.sign("vigil", &["localhost", "127.0.0.1"]),
+        &client_ca,
+    );
+    let vigil = Vigil::start(&tls_config(dir.path(), &["grpc"]));
+    let http = format!("https://localhost:{}/v1/logs", vigil.addrs.http.port());
+
+    // OTLP/HTTP over TLS; plain HTTP on the same port gets no answer.
+    assert_eq!(
+        post_logs(&https_client(&server_ca, None), &http, 3)
+            .await
+            .unwrap(),
+        200
+    );
+    let plain = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/v1/logs",
+            vigil.addrs.http.port()
+        ))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await;
+    assert!(plain.is_err(), "plain HTTP was answered: {plain:?}");
+    // A client that does not trust the server's CA refuses it.
+    let untrusting = reqwest::Client::new();
+    assert!(post_logs(&untrusting, &http, 1).await.is_err());
+
+    // OTLP/gRPC requires a client certificate signed by the client CA.
+    let client = client_ca.sign("checkout", &["checkout"]);
+    grpc_export(&vigil, &server_ca, Some(&client))
+        .await
+        .unwrap();
+    assert!(
+        grpc_export(&vigil, &server_ca, None).await.is_err(),
+        "no client certificate"
+    );
+    let rogue = Ca::new("someone else's CA").sign("checkout", &["checkout"]);
+    assert!(
+        grpc_export(&vigil, &server_ca, Some(&rogue)).await.is_err(),
+        "a certificate from another CA"
+    );
+
+    // The API over TLS: the accepted exports, and only those, are stored.
+    let api = https_client(&server_ca, None);
+    let answer: serde_json::Value = api
+        .post(format!(
+            "https://localhost:{}/api/v1/query",
+            vigil.addrs.api.port()
+        ))
+        .json(&serde_json::json!({"sql": "SELECT count(*) FROM logs"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["rows"], serde_json::json!([[5]]));
+}
+
+/// The certificate the server presents to a fresh handshake.
+fn served_certificate(port: u16, ca_pem: &str) -> CertificateDer<'static> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).unwrap();
+    }
+    conn.peer_certificates().unwrap()[0].clone().into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_certificate_is_served_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("vigil test CA");
+    let first = ca.sign("vigil-2026-a", &["localhost"]);
+    write_server_files(dir.path(), &first, &ca);
+    let vigil = Vigil::start(&tls_config(dir.path(), &[]));
+    let port = vigil.addrs.api.port();
+    let served = |pem: String| async move {
+        tokio::task::spawn_blocking(move || served_certificate(port, &pem))
+            .await
+            .unwrap()
+    };
+    assert_eq!(served(ca.pem.clone()).await, first.der);
+
+    // The files change on disk (as cert-manager or certbot would do): new handshakes get the
+    // new certificate, and connections keep being served.
+    let second = ca.sign("vigil-2026-b", &["localhost"]);
+    write_server_files(dir.path(), &second, &ca);
+    eventually(
+        Duration::from_secs(20),
+        "the new certificate is served",
+        || async { served(ca.pem.clone()).await == second.der },
+    )
+    .await;
+    let client = https_client(&ca, None);
+    let status = client
+        .get(format!("https://localhost:{port}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+
+    // A broken file is not taken: the certificate in use stays.
+    std::fs::write(dir.path().join("server.pem"), "not a certificate").unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let still = served(ca.pem.clone()).await;
+    assert_eq!(still, second.der);
+    assert!(vigil.log_text().contains("cannot reload TLS files"));
+}
