@@ -22,8 +22,9 @@ pub(super) struct Hit {
 
 pub(super) struct Scanner {
     multi: meta::Regex,
-    /// Per detector: its own regex, used only on a candidate to find the `value` group.
-    captures: Vec<Option<regex::Regex>>,
+    /// Per detector: its own regex, used only on a candidate (to find the `value` group, or
+    /// to try a shorter match), and whether it has a `value` group.
+    own: Vec<(regex::Regex, bool)>,
     validators: Vec<Option<Validator>>,
     /// Marks JSON worth a structural look even without a detector candidate (a denied key).
     /// Kept out of `multi`: it is only asked about JSON, and would slow every other scan.
@@ -48,18 +49,18 @@ impl Scanner {
         let all: Vec<&str> = patterns.iter().map(|(p, _)| p.as_str()).collect();
         let multi = build(&all)?;
         let json_hint = json_hint.map(|h| build(&[h])).transpose()?;
-        let mut captures = Vec::with_capacity(patterns.len());
+        let mut own = Vec::with_capacity(patterns.len());
         for (pattern, _) in patterns {
             let re = regex::RegexBuilder::new(pattern)
                 .size_limit(PATTERN_SIZE_LIMIT)
                 .build()
                 .map_err(|e| ScannerError(e.to_string()))?;
             let has_value = re.capture_names().flatten().any(|n| n == "value");
-            captures.push(has_value.then_some(re));
+            own.push((re, has_value));
         }
         Ok(Self {
             multi,
-            captures,
+            own,
             validators: patterns.iter().map(|(_, v)| *v).collect(),
             json_hint,
         })
@@ -98,32 +99,66 @@ impl Scanner {
     }
 
     fn hit(&self, text: &str, detector: usize, start: usize, end: usize) -> Option<Hit> {
-        let (value_start, value_end) = match self.captures.get(detector).and_then(Option::as_ref) {
-            Some(re) => {
-                let caps = re.captures_at(text, start)?;
-                match caps.name("value") {
-                    Some(v) if caps.get(0).is_some_and(|m| m.start() == start) => {
-                        (v.start(), v.end())
-                    }
-                    _ => (start, end),
-                }
+        let (re, has_value) = self.own.get(detector)?;
+        let (value_start, value_end) = if *has_value {
+            let caps = re.captures_at(text, start)?;
+            match caps.name("value") {
+                Some(v) if caps.get(0).is_some_and(|m| m.start() == start) => (v.start(), v.end()),
+                _ => (start, end),
             }
-            None => (start, end),
+        } else {
+            (start, end)
         };
         if value_start == value_end {
             return None;
         }
-        let valid = match self.validators.get(detector).copied().flatten() {
-            Some(v) => v.check(text, value_start, value_end),
-            None => true,
+        let Some(validator) = self.validators.get(detector).copied().flatten() else {
+            return Some(Hit::new(detector, start, end, value_start, value_end));
         };
-        valid.then_some(Hit {
+        if validator.check(text, value_start, value_end) {
+            return Some(Hit::new(detector, start, end, value_start, value_end));
+        }
+        if *has_value {
+            return None;
+        }
+        // A greedy match can swallow what follows a valid value: "4111 1111 1111 1111 10.0.0.1"
+        // matches the card pattern with 18 digits and fails Luhn, while the first 16 are a
+        // card. Try the shorter matches that end at a separator, longest first.
+        (start + 1..end)
+            .rev()
+            .filter(|&p| {
+                matches!(text.as_bytes().get(p), Some(b' ' | b'-'))
+                    && text
+                        .as_bytes()
+                        .get(p - 1)
+                        .is_some_and(u8::is_ascii_alphanumeric)
+            })
+            .find(|&p| {
+                let whole = text
+                    .get(..p)
+                    .and_then(|prefix| re.find_at(prefix, start))
+                    .is_some_and(|m| m.start() == start && m.end() == p);
+                whole && validator.check(text, start, p)
+            })
+            .map(|p| Hit::new(detector, start, p, start, p))
+    }
+}
+
+impl Hit {
+    fn new(
+        detector: usize,
+        start: usize,
+        end: usize,
+        value_start: usize,
+        value_end: usize,
+    ) -> Self {
+        Self {
             detector,
             start,
             end,
             value_start,
             value_end,
-        })
+        }
     }
 }
 

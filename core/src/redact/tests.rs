@@ -733,3 +733,30 @@ fn working_directories_and_browser_versions_are_not_secrets() {
     );
     assert!(redact("upstream http://10.0.0.0/health").contains("ipv4:"));
 }
+
+/// Regression: a card number followed by a space and more digits ("... 1111 10.0.0.1") was
+/// one greedy 18-digit candidate that failed Luhn, and the card was stored in clear.
+#[test]
+fn a_card_followed_by_more_digits_is_still_found() {
+    for (line, rest) in [
+        ("4111 1111 1111 1111 10.0.0.1", " ipv4:"),
+        ("paid 4111 1111 1111 1111 42 EUR", " 42 EUR"),
+        ("card 5500 0000 0000 0004 7 items", " 7 items"),
+    ] {
+        let out = redact(line);
+        assert!(
+            !out.contains("1111 1111") && !out.contains("1111-1111") && !out.contains("0000 0000"),
+            "{line} -> {out}"
+        );
+        assert!(out.contains("[REDACTED:CREDIT_CARD:"), "{line} -> {out}");
+        assert!(
+            out.contains(rest),
+            "what follows the card is kept: {line} -> {out}"
+        );
+    }
+    // A Luhn-failing number followed by digits stays as it is.
+    assert_eq!(
+        redact("order 4111 1111 1111 1112 3"),
+        "order 4111 1111 1111 1112 3"
+    );
+}
