@@ -11,6 +11,7 @@ use vigil_core::redact::RedactionConfig;
 use vigil_detector::DetectorConfig;
 
 use crate::auth::AuthConfig;
+use crate::limits::RateLimitConfig;
 use crate::sinks::AlertsConfig;
 use crate::tls::TlsConfig;
 
@@ -94,6 +95,8 @@ pub struct IngestConfig {
     /// Retry-After advice given to throttled clients.
     #[serde(with = "humantime_serde")]
     pub retry_after: Duration,
+    /// Token-bucket limits per API key and per service.
+    pub rate_limits: RateLimitConfig,
 }
 
 impl Default for IngestConfig {
@@ -102,6 +105,7 @@ impl Default for IngestConfig {
             max_body_bytes: 16 * 1024 * 1024,
             max_in_flight_requests: 256,
             retry_after: Duration::from_secs(1),
+            rate_limits: RateLimitConfig::default(),
         }
     }
 }

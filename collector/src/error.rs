@@ -10,6 +10,8 @@ pub enum ErrorKind {
     InvalidInput,
     /// Vigil is over capacity; retry after the given delay.
     Overloaded { retry_after: Duration },
+    /// The caller is over its own rate limit; retry after the given delay.
+    RateLimited { retry_after: Duration },
     /// Vigil cannot serve right now (shutting down, storage failing); retry later.
     Unavailable { retry_after: Duration },
     /// A bug or an unexpected failure; details are logged, not returned.
@@ -34,6 +36,12 @@ impl IngestError {
     pub fn overloaded(message: impl Into<String>, retry_after: Duration) -> Self {
         Self {
             kind: ErrorKind::Overloaded { retry_after },
+            message: message.into(),
+        }
+    }
+    pub fn rate_limited(message: impl Into<String>, retry_after: Duration) -> Self {
+        Self {
+            kind: ErrorKind::RateLimited { retry_after },
             message: message.into(),
         }
     }

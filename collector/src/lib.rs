@@ -7,6 +7,7 @@ pub mod config;
 pub mod demo;
 pub mod detection;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod pipeline;
 pub mod query;

@@ -21,6 +21,7 @@ pub enum RejectReason {
     PayloadTooLarge,
     UnsupportedMediaType,
     Overloaded,
+    RateLimited,
     Unavailable,
 }
 
@@ -32,6 +33,7 @@ impl RejectReason {
             RejectReason::PayloadTooLarge => "payload_too_large",
             RejectReason::UnsupportedMediaType => "unsupported_media_type",
             RejectReason::Overloaded => "overloaded",
+            RejectReason::RateLimited => "rate_limited",
             RejectReason::Unavailable => "unavailable",
         }
     }
@@ -95,6 +97,8 @@ pub struct Metrics {
     /// Records a service-bound key sent under another service's name, by key id and what
     /// was done (`reject`, `relabel`). Key ids come from the key file: a bounded set.
     pub service_mismatch_records: IntCounterVec,
+    /// Export requests refused by a rate limit, by key id and limit.
+    pub rate_limited: IntCounterVec,
     services: ServiceLabels,
     /// Every series name registered, sorted (see [`Metrics::metric_names`]).
     names: Arc<[String]>,
@@ -323,6 +327,11 @@ impl Metrics {
                 "vigil_service_mismatch_records_total",
                 "Records a service-bound key sent as another service, by key and action",
                 &["key", "action"],
+            )?,
+            rate_limited: counter(
+                "vigil_rate_limited_requests_total",
+                "Export requests refused by a rate limit, by key and limit",
+                &["key", "limit"],
             )?,
             services: ServiceLabels {
                 seen: Default::default(),

@@ -15,6 +15,7 @@ use crate::auth::{Binding, MismatchAction};
 use crate::config::IngestConfig;
 use crate::detection::DetectorHandle;
 use crate::error::IngestError;
+use crate::limits::RateLimits;
 use crate::metrics::{Metrics, RejectReason};
 use crate::storage::{AppendError, Appender};
 
@@ -47,8 +48,27 @@ pub struct ExportOutcome {
 pub struct Admission {
     _permit: OwnedSemaphorePermit,
     arrived: Instant,
+    /// The caller's key id (`anonymous` with auth off), whose rate limits apply.
+    caller: String,
     /// The services the caller may send for, when its key is bound to some.
     binding: Option<Binding>,
+}
+
+/// See [`IngestHandle::byte_budget`].
+pub struct ByteBudget {
+    ingest: IngestHandle,
+    signal: Signal,
+    caller: String,
+}
+
+impl ByteBudget {
+    pub fn charge(&self, bytes: usize) -> Result<(), IngestError> {
+        self.ingest
+            .inner
+            .limits
+            .charge_bytes(&self.caller, bytes)
+            .inspect_err(|_| self.ingest.count_rate_limited(self.signal))
+    }
 }
 
 /// Cheap to clone; shared by all receivers.
@@ -65,6 +85,7 @@ struct Inner {
     /// Requests between arrival and acknowledgement; bounds the memory ingest can hold.
     in_flight: Arc<Semaphore>,
     retry_after: Duration,
+    limits: Arc<RateLimits>,
 }
 
 impl IngestHandle {
@@ -80,6 +101,7 @@ impl IngestHandle {
                 appender,
                 detector,
                 redactor,
+                limits: Arc::new(RateLimits::new(&config.rate_limits, metrics.clone())),
                 metrics,
                 in_flight: Arc::new(Semaphore::new(config.max_in_flight_requests)),
                 retry_after: config.retry_after,
@@ -89,10 +111,12 @@ impl IngestHandle {
 
     /// Takes one of the bounded in-flight slots. Receivers call this when a request arrives,
     /// after authenticating it and before reading its body, so an overloaded Vigil refuses
-    /// work without buffering it. `binding` limits the services the records may claim.
+    /// work without buffering it. `caller` is the key id whose rate limits apply; `binding`
+    /// limits the services the records may claim.
     pub fn admit(
         &self,
         signal: Signal,
+        caller: &str,
         binding: Option<Binding>,
     ) -> Result<Admission, IngestError> {
         let inner = &self.inner;
@@ -100,6 +124,7 @@ impl IngestHandle {
             Ok(permit) => Ok(Admission {
                 _permit: permit,
                 arrived: Instant::now(),
+                caller: caller.to_owned(),
                 binding,
             }),
             Err(_) => {
@@ -114,6 +139,24 @@ impl IngestHandle {
                 ))
             }
         }
+    }
+
+    /// The caller's byte budget, which receivers charge with a request's decompressed size
+    /// before decoding it (on whatever thread does the decompression).
+    pub fn byte_budget(&self, signal: Signal, admission: &Admission) -> ByteBudget {
+        ByteBudget {
+            ingest: self.clone(),
+            signal,
+            caller: admission.caller.clone(),
+        }
+    }
+
+    fn count_rate_limited(&self, signal: Signal) {
+        self.inner
+            .metrics
+            .rejected_requests
+            .with_label_values(&[signal.as_str(), RejectReason::RateLimited.as_str()])
+            .inc();
     }
 
     /// Decodes, redacts and durably stores a logs export. Returns once the records are in the WAL.
@@ -168,6 +211,7 @@ impl IngestHandle {
         let received_at = now_ns();
         let binding = admission.binding.clone();
         let bind_metrics = metrics.clone();
+        let (limits, caller) = (Arc::clone(&inner.limits), admission.caller.clone());
         let (batch, rejected, error_message) = tokio::task::spawn_blocking(move || {
             let decoded = decode(received_at).map_err(|e| {
                 tracing::error!(error = %e, signal = %signal, "cannot convert export to arrow");
@@ -195,6 +239,7 @@ impl IngestHandle {
                 }
                 None => decoded.batch,
             };
+            limits.charge_records(&caller, batch.records())?;
             // A batch that cannot be redacted is refused, never stored as is.
             let batch = redactor.apply(batch).map_err(|e| {
                 tracing::error!(error = %e, signal = %signal, "cannot redact batch");
@@ -206,7 +251,12 @@ impl IngestHandle {
         .map_err(|e| {
             tracing::error!(error = %e, "decode task failed");
             IngestError::internal()
-        })??;
+        })?
+        .inspect_err(|e| {
+            if matches!(e.kind, crate::error::ErrorKind::RateLimited { .. }) {
+                self.count_rate_limited(signal);
+            }
+        })?;
         metrics.record_findings(batch.findings());
 
         let rows = batch.num_rows();

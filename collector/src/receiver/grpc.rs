@@ -93,6 +93,11 @@ impl<S: Signal> GrpcExport for S {
             return Err(ReceiveError::Ingest(crate::error::IngestError::internal()));
         };
         record_received_bytes(&state.metrics, S::LABEL, Transport::Grpc, &message);
+        state
+            .ingest
+            .byte_budget(S::SIGNAL, &admission)
+            .charge(message.len())
+            .map_err(ReceiveError::Ingest)?;
         let inline = message.len() <= INLINE_DECODE_MAX_BYTES;
         let request = run_cpu_bound(inline, move || decode_protobuf::<S>(&message)).await?;
         export::<S>(&state.ingest, admission, request, Transport::Grpc).await
@@ -139,6 +144,13 @@ fn to_status(err: &ReceiveError) -> Status {
         | ReceiveError::BodyRead => Status::invalid_argument(err.to_string()),
         ReceiveError::Ingest(e) => match e.kind {
             ErrorKind::InvalidInput => Status::invalid_argument(e.message.clone()),
+            // A caller over its own limit: RESOURCE_EXHAUSTED, with the wait as RetryInfo so
+            // OTLP clients retry after it.
+            ErrorKind::RateLimited { retry_after } => Status::with_error_details(
+                Code::ResourceExhausted,
+                e.message.clone(),
+                ErrorDetails::with_retry_info(Some(retry_after)),
+            ),
             ErrorKind::Overloaded { retry_after } | ErrorKind::Unavailable { retry_after } => {
                 Status::with_error_details(
                     Code::Unavailable,

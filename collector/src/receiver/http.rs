@@ -144,9 +144,11 @@ async fn receive<S: Signal>(
     let raw = read_body(body, limit).await?;
     let inline = encoding == Encoding::Identity && raw.len() <= INLINE_DECODE_MAX_BYTES;
     let metrics = state.metrics.clone();
+    let budget = state.ingest.byte_budget(S::SIGNAL, &admission);
     let request = run_cpu_bound(inline, move || {
         let body = decompress(encoding, raw, limit)?;
         record_received_bytes(&metrics, S::LABEL, Transport::Http, &body);
+        budget.charge(body.len()).map_err(ReceiveError::Ingest)?;
         match format {
             Format::Protobuf => decode_protobuf::<S>(&body),
             Format::Json => decode_json::<S>(&body),
@@ -252,7 +254,7 @@ fn error_response(format: Format, err: &ReceiveError) -> Response {
         ReceiveError::NotFound => (StatusCode::NOT_FOUND, Code::NotFound, None),
         ReceiveError::Ingest(e) => match e.kind {
             ErrorKind::InvalidInput => (StatusCode::BAD_REQUEST, Code::InvalidArgument, None),
-            ErrorKind::Overloaded { retry_after } => (
+            ErrorKind::Overloaded { retry_after } | ErrorKind::RateLimited { retry_after } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 Code::ResourceExhausted,
                 Some(retry_after),

@@ -97,6 +97,7 @@ impl ReceiveError {
             ReceiveError::Ingest(e) => match e.kind {
                 ErrorKind::InvalidInput => "invalid_input",
                 ErrorKind::Overloaded { .. } => "overloaded",
+                ErrorKind::RateLimited { .. } => "rate_limited",
                 ErrorKind::Unavailable { .. } => "unavailable",
                 ErrorKind::Internal => "internal",
             },
@@ -328,7 +329,7 @@ fn admit_caller(
         .authorize(authorization, Scope::Ingest)
         .map_err(ReceiveError::Auth)?;
     ingest
-        .admit(signal, auth.binding(&principal))
+        .admit(signal, &principal.id, auth.binding(&principal))
         .map_err(ReceiveError::Ingest)
 }
 

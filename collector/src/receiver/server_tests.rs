@@ -501,6 +501,7 @@ async fn http_overload_is_429_with_retry_after() {
         max_body_bytes: 1024 * 1024,
         max_in_flight_requests: 0,
         retry_after: Duration::from_secs(3),
+        ..IngestConfig::default()
     };
     let h = Harness::with_config(config).await;
     let response = h
@@ -710,6 +711,7 @@ async fn grpc_overload_is_unavailable_with_retry_info() {
         max_body_bytes: 1024 * 1024,
         max_in_flight_requests: 0,
         retry_after: Duration::from_secs(2),
+        ..IngestConfig::default()
     };
     let h = Harness::with_config(config).await;
     let mut client = LogsServiceClient::connect(h.grpc.clone()).await.unwrap();

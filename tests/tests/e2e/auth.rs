@@ -109,10 +109,19 @@ fn rpc_code(body: &[u8]) -> i32 {
 }
 
 async fn grpc_export(vigil: &Vigil, key: Option<&str>, service: &str) -> Result<(), tonic::Status> {
+    grpc_export_n(vigil, key, service, 3).await
+}
+
+async fn grpc_export_n(
+    vigil: &Vigil,
+    key: Option<&str>,
+    service: &str,
+    n: usize,
+) -> Result<(), tonic::Status> {
     let mut client = LogsServiceClient::connect(vigil.grpc_endpoint())
         .await
         .unwrap();
-    let mut request = tonic::Request::new(logs_request(service, "auth-grpc", 3, now_ns()));
+    let mut request = tonic::Request::new(logs_request(service, "auth-grpc", n, now_ns()));
     if let Some(key) = key {
         request
             .metadata_mut()
@@ -470,4 +479,96 @@ async fn keys_rotate_without_a_restart() {
     .await;
     assert_eq!(post_logs(&vigil, Some(NEW), "checkout", 1).await.0, 401);
     assert_eq!(vigil.scalar_i64("SELECT count(*) FROM logs").await, 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_key_is_rate_limited_without_slowing_other_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    const FLOOD: &str = "vgl_e2e_rate_flood_00000000000000000000000000";
+    let keys = [
+        entry("flood", FLOOD, &["ingest"], None),
+        entry("ingest", INGEST, &["ingest"], None),
+        entry("ops", ADMIN, &["admin", "query"], None),
+    ];
+    // 50 records/s per key, bursts of 100.
+    let (_, config) = auth_config(
+        dir.path(),
+        &keys,
+        "[ingest.rate_limits]\nkey_records_per_second = 50\n",
+    );
+    let vigil = start(&config);
+
+    // 30 requests of 60 records: far over 100 + 50/s however slowly they go out.
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..30 {
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/logs", vigil.http_endpoint()))
+            .header("content-type", "application/x-protobuf")
+            .bearer_auth(FLOOD)
+            .body(logs_request("batch", "flood", 60, now_ns()).encode_to_vec())
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            retry_after = response.headers().get("retry-after").cloned();
+        }
+    }
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert!(limited > 0, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    let retry_after: u64 = retry_after.unwrap().to_str().unwrap().parse().unwrap();
+    assert!(retry_after >= 1, "{retry_after}");
+    // Over gRPC the same key gets RESOURCE_EXHAUSTED. Each accepted export of a whole
+    // burst drains the bucket, so a refusal comes at once unless the machine stalls.
+    let mut grpc_accepted = 0;
+    let mut grpc_code = None;
+    for _ in 0..5 {
+        match grpc_export_n(&vigil, Some(FLOOD), "batch", 100).await {
+            Ok(()) => grpc_accepted += 100,
+            Err(status) => {
+                grpc_code = Some(status.code());
+                break;
+            }
+        }
+    }
+    assert_eq!(grpc_code, Some(tonic::Code::ResourceExhausted));
+
+    // Another key keeps its whole budget while the flood is refused.
+    for _ in 0..3 {
+        assert_eq!(post_logs(&vigil, Some(INGEST), "checkout", 30).await.0, 200);
+    }
+    let accepted_flood = 60 * (statuses.len() - limited) as i64 + grpc_accepted;
+    assert_eq!(
+        vigil
+            .scalar_i64("SELECT count(*) FROM logs WHERE service = 'batch'")
+            .await,
+        accepted_flood,
+        "refused requests stored nothing"
+    );
+    assert_eq!(
+        vigil
+            .scalar_i64("SELECT count(*) FROM logs WHERE service = 'checkout'")
+            .await,
+        90
+    );
+    assert!(
+        vigil
+            .metric(
+                "vigil_rate_limited_requests_total",
+                &[("key", "flood"), ("limit", "key_records")]
+            )
+            .await
+            >= limited as f64 + 1.0
+    );
+    assert_eq!(
+        vigil
+            .metric("vigil_rate_limited_requests_total", &[("key", "ingest")])
+            .await,
+        0.0
+    );
 }
