@@ -33,7 +33,7 @@ pub async fn require(State(auth): State<Auth>, mut request: Request, next: Next)
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    match auth.authorize(authorization, scope) {
+    match auth.authorize(authorization, scope).await {
         Ok(principal) => {
             request.extensions_mut().insert(principal);
             next.run(request).await

@@ -7,6 +7,7 @@
 
 mod binding;
 mod http;
+pub mod jwt;
 pub mod keys;
 
 use std::collections::BTreeSet;
@@ -18,6 +19,7 @@ use serde::Deserialize;
 
 pub use self::binding::{Binding, BindingOutcome};
 pub use self::http::require;
+use self::jwt::{JwtConfig, JwtVerifier};
 use self::keys::KeySet;
 use crate::metrics::Metrics;
 
@@ -116,26 +118,34 @@ pub struct AuthConfig {
     /// Serve `/metrics` without a key (for a scraper on a trusted network). Off: it needs
     /// the `admin` scope.
     pub public_metrics: bool,
+    /// OAuth 2.0 / OIDC bearer tokens (JWTs) verified against an identity provider's JWKS,
+    /// accepted besides the keys. Setting it turns authentication on.
+    pub jwt: Option<JwtConfig>,
 }
 
 impl AuthConfig {
     pub fn enabled(&self) -> bool {
-        self.keys_file.is_some()
+        self.keys_file.is_some() || self.jwt.is_some()
     }
 
     pub fn validate(&self) -> Vec<String> {
-        let Some(path) = &self.keys_file else {
-            return Vec::new();
-        };
-        match KeySet::load(path) {
-            Ok(keys) => self.check_keys(&keys),
-            Err(e) => vec![format!("auth.keys_file: {e}")],
+        let mut problems = self
+            .jwt
+            .as_ref()
+            .map(JwtConfig::validate)
+            .unwrap_or_default();
+        if let Some(path) = &self.keys_file {
+            match KeySet::load(path) {
+                Ok(keys) => problems.extend(self.check_keys(&keys)),
+                Err(e) => problems.push(format!("auth.keys_file: {e}")),
+            }
         }
+        problems
     }
 
     fn check_keys(&self, keys: &KeySet) -> Vec<String> {
         let mut problems = Vec::new();
-        if keys.is_empty() {
+        if keys.is_empty() && self.jwt.is_none() {
             problems.push("auth.keys_file lists no keys: nothing could connect".to_owned());
         }
         if self.service_mismatch == MismatchAction::Relabel {
@@ -185,6 +195,7 @@ struct Inner {
     config: AuthConfig,
     /// Swapped whole on reload: a request sees the old set or the new one, never a mix.
     keys: RwLock<Arc<KeySet>>,
+    jwt: Option<JwtVerifier>,
     metrics: Metrics,
 }
 
@@ -195,10 +206,12 @@ impl Auth {
             Some(path) => KeySet::load(path).map_err(anyhow::Error::msg)?,
             None => KeySet::default(),
         };
+        let jwt = config.jwt.as_ref().map(JwtVerifier::new).transpose()?;
         let auth = Self {
             inner: Arc::new(Inner {
                 config: config.clone(),
                 keys: RwLock::new(Arc::new(keys)),
+                jwt,
                 metrics,
             }),
         };
@@ -214,13 +227,14 @@ impl Auth {
         &self.inner.config
     }
 
-    /// The caller behind an `Authorization` header value, if it may act with `scope`.
-    pub fn authorize(
+    /// The caller behind an `Authorization` header value, if it may act with `scope`: an
+    /// API key, or a JWT when `auth.jwt` is configured.
+    pub async fn authorize(
         &self,
         authorization: Option<&[u8]>,
         scope: Scope,
     ) -> Result<Arc<Principal>, AuthError> {
-        let result = self.check(authorization, scope);
+        let result = self.check(authorization, scope).await;
         if let Err(e) = &result {
             self.inner
                 .metrics
@@ -231,7 +245,7 @@ impl Auth {
         result
     }
 
-    fn check(
+    async fn check(
         &self,
         authorization: Option<&[u8]>,
         scope: Scope,
@@ -239,10 +253,19 @@ impl Auth {
         if !self.enabled() {
             return Ok(Principal::anonymous());
         }
-        let key = authorization
+        let token = authorization
             .and_then(bearer_token)
             .ok_or(AuthError::Missing)?;
-        let principal = self.inner.keys.read().find(key).ok_or(AuthError::Invalid)?;
+        let principal = match &self.inner.jwt {
+            // A JWT is three base64url parts; Vigil's keys have no dots.
+            Some(jwt) if token.split('.').count() == 3 => jwt.verify(token).await?,
+            _ => self
+                .inner
+                .keys
+                .read()
+                .find(token)
+                .ok_or(AuthError::Invalid)?,
+        };
         if !principal.allows(scope) {
             return Err(AuthError::Forbidden {
                 id: principal.id.clone(),
@@ -256,7 +279,11 @@ impl Auth {
     /// many keys are valid now.
     pub fn reload(&self) -> Result<usize, String> {
         let Some(path) = &self.inner.config.keys_file else {
-            return Err("authentication is off: no auth.keys_file to reload".to_owned());
+            // Token keys come from the JWKS, which is fetched as it changes.
+            return match self.inner.jwt {
+                Some(_) => Ok(0),
+                None => Err("authentication is off: no auth.keys_file to reload".to_owned()),
+            };
         };
         let keys = KeySet::load(path)?;
         let problems = self.inner.config.check_keys(&keys);
@@ -315,8 +342,8 @@ mod tests {
         format!("[[keys]]\nid = {id:?}\nhash = {hash:?}\nscopes = {scopes}\n")
     }
 
-    #[test]
-    fn keys_scopes_and_reload() {
+    #[tokio::test]
+    async fn keys_scopes_and_reload() {
         let dir = tempfile::tempdir().unwrap();
         let (ingest_key, ingest_hash) = keys::generate().unwrap();
         let (query_key, query_hash) = keys::generate().unwrap();
@@ -325,10 +352,12 @@ mod tests {
 
         let ci = auth
             .authorize(Some(&bearer(&ingest_key)), Scope::Ingest)
+            .await
             .unwrap();
         assert_eq!(ci.id, "ci");
         assert_eq!(
             auth.authorize(Some(&bearer(&ingest_key)), Scope::Query)
+                .await
                 .unwrap_err(),
             AuthError::Forbidden {
                 id: "ci".into(),
@@ -336,16 +365,18 @@ mod tests {
             }
         );
         assert_eq!(
-            auth.authorize(None, Scope::Ingest).unwrap_err(),
+            auth.authorize(None, Scope::Ingest).await.unwrap_err(),
             AuthError::Missing
         );
         assert_eq!(
             auth.authorize(Some(b"Basic abc"), Scope::Ingest)
+                .await
                 .unwrap_err(),
             AuthError::Missing
         );
         assert_eq!(
             auth.authorize(Some(&bearer(&query_key)), Scope::Query)
+                .await
                 .unwrap_err(),
             AuthError::Invalid
         );
@@ -354,6 +385,7 @@ mod tests {
                 Some(format!("bearer  {ingest_key} ").as_bytes()),
                 Scope::Ingest
             )
+            .await
             .is_ok()
         );
 
@@ -363,10 +395,12 @@ mod tests {
         assert_eq!(auth.reload(), Ok(1));
         assert!(
             auth.authorize(Some(&bearer(&query_key)), Scope::Query)
+                .await
                 .is_ok()
         );
         assert_eq!(
             auth.authorize(Some(&bearer(&ingest_key)), Scope::Ingest)
+                .await
                 .unwrap_err(),
             AuthError::Invalid
         );
@@ -375,14 +409,15 @@ mod tests {
         assert!(auth.reload().is_err());
         assert!(
             auth.authorize(Some(&bearer(&query_key)), Scope::Query)
+                .await
                 .is_ok()
         );
     }
 
-    #[test]
-    fn without_a_key_file_everyone_is_anonymous() {
+    #[tokio::test]
+    async fn without_a_key_file_everyone_is_anonymous() {
         let auth = Auth::new(&AuthConfig::default(), Metrics::new().unwrap()).unwrap();
-        let p = auth.authorize(None, Scope::Admin).unwrap();
+        let p = auth.authorize(None, Scope::Admin).await.unwrap();
         assert_eq!(p.id, "anonymous");
         assert!(p.services().is_none());
         assert!(auth.reload().is_err());
@@ -401,7 +436,7 @@ mod tests {
         let config = AuthConfig {
             keys_file: Some(path),
             service_mismatch: MismatchAction::Relabel,
-            public_metrics: false,
+            ..AuthConfig::default()
         };
         let problems = config.validate();
         assert!(

@@ -222,12 +222,13 @@ where
             // caller or an overloaded Vigil is refused without expanding it.
             let authorization = request.headers().get("authorization").map(|v| v.as_bytes());
             let admission = match G::TABLE {
-                Some(table) => {
-                    admit_caller(&state.auth, &state.ingest, table, authorization).map(Some)
-                }
+                Some(table) => admit_caller(&state.auth, &state.ingest, table, authorization)
+                    .await
+                    .map(Some),
                 None => state
                     .auth
                     .authorize(authorization, Scope::Ingest)
+                    .await
                     .map(|_| None)
                     .map_err(ReceiveError::Auth),
             };

@@ -135,7 +135,8 @@ async fn receive<S: Signal>(
         &state.ingest,
         S::SIGNAL,
         headers.get(AUTHORIZATION).map(HeaderValue::as_bytes),
-    )?;
+    )
+    .await?;
     let encoding = Encoding::from_headers(headers)?;
     let limit = state.max_body_bytes;
     if declared_length(headers).is_some_and(|len| len > limit) {

@@ -319,7 +319,7 @@ async fn export<S: Signal>(
 
 /// Authenticates an export from its `authorization` header (HTTP) or metadata (gRPC) and
 /// takes an ingest slot bound to the caller's services.
-fn admit_caller(
+async fn admit_caller(
     auth: &Auth,
     ingest: &IngestHandle,
     signal: vigil_core::Signal,
@@ -327,6 +327,7 @@ fn admit_caller(
 ) -> Result<Admission, ReceiveError> {
     let principal = auth
         .authorize(authorization, Scope::Ingest)
+        .await
         .map_err(ReceiveError::Auth)?;
     ingest
         .admit(signal, &principal.id, auth.binding(&principal))

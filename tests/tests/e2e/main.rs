@@ -9,6 +9,7 @@ mod demo;
 mod detection;
 mod durability;
 mod harness;
+mod oidc;
 mod otlp;
 mod prometheus;
 mod redaction;
