@@ -851,7 +851,9 @@ impl Bucket {
                     source = true;
                 }
             }
-            Signal::Alerts | Signal::DeadLetters => return,
+            Signal::Alerts | Signal::DeadLetters | Signal::Redactions | Signal::AlertActions => {
+                return;
+            }
         }
         self.errors += u64::from(error);
         self.auth_failures += u64::from(auth_failure);
