@@ -1,17 +1,48 @@
-//! The API listener (default :8080): SQL query endpoint, Prometheus metrics and health probes.
-//! The query endpoint itself lives in [`crate::query`]; this module composes the router.
+//! The API listener (default :8080): SQL query endpoint, alert triage, detector snapshots, the
+//! built-in console, Prometheus metrics and health probes. This module composes the router and
+//! holds the one mapping from [`ApiError`] to HTTP responses for the endpoints in `api/`.
+
+mod console;
+mod detector;
+mod triage;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use vigil_core::Redactor;
 
+use crate::detection::{DetectorHandle, DetectorUnavailable};
 use crate::metrics::Metrics;
 use crate::pipeline::IngestHandle;
-use crate::query::{self, QueryEngine};
+use crate::query::{self, QueryEngine, QueryError};
+use crate::storage::Appender;
+
+pub use console::is_console_path;
+
+/// Who made a request, as authentication established it. The authentication layer puts it in
+/// the request's extensions; without one, triage actions are recorded as `anonymous`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal(pub String);
+
+impl Principal {
+    pub const ANONYMOUS: &str = "anonymous";
+}
+
+/// What the API serves from.
+pub struct ApiParts {
+    pub engine: Arc<QueryEngine>,
+    pub ingest: IngestHandle,
+    pub detector: DetectorHandle,
+    /// Where triage actions are written (the `alert_actions` table).
+    pub appender: Appender,
+    /// Triage comments pass it before storage, like everything else.
+    pub redactor: Redactor,
+    pub metrics: Metrics,
+}
 
 #[derive(Clone)]
 struct ApiState {
@@ -19,17 +50,35 @@ struct ApiState {
     metrics: Metrics,
 }
 
-pub fn router(engine: Arc<QueryEngine>, ingest: IngestHandle, metrics: Metrics) -> Router {
+/// State of the triage and detector endpoints.
+#[derive(Clone)]
+struct AppState {
+    engine: Arc<QueryEngine>,
+    detector: DetectorHandle,
+    appender: Appender,
+    redactor: Redactor,
+}
+
+pub fn router(parts: ApiParts) -> Router {
     let state = ApiState {
-        ingest,
-        metrics: metrics.clone(),
+        ingest: parts.ingest,
+        metrics: parts.metrics.clone(),
+    };
+    let app = AppState {
+        engine: parts.engine.clone(),
+        detector: parts.detector,
+        appender: parts.appender,
+        redactor: parts.redactor,
     };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(state)
-        .merge(query::router(engine, metrics))
+        .merge(query::router(parts.engine, parts.metrics))
+        .merge(triage::routes().with_state(app.clone()))
+        .merge(detector::routes().with_state(app))
+        .merge(console::routes())
 }
 
 /// The process is up and serving HTTP.
@@ -51,4 +100,63 @@ async fn metrics_text(State(s): State<ApiState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),
     )
+}
+
+/// Why a triage or detector request failed. Every message but `Internal`'s is for the client.
+#[derive(Debug, thiserror::Error)]
+enum ApiError {
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The request contradicts the resource's state (resolving a resolved alert).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<DetectorUnavailable> for ApiError {
+    fn from(e: DetectorUnavailable) -> Self {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::Timeout(_) | QueryError::ResourcesExhausted(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
+            // The SQL is ours: an invalid or refused query is a bug, not the client's doing.
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::InvalidInput(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let message = match self {
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "api request failed");
+                "internal error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+    }
+}
+
+/// RFC 3339 in UTC with nanoseconds, as the query API writes timestamps.
+fn rfc3339(ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
