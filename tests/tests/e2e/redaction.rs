@@ -599,16 +599,14 @@ fn scan_parquet(
         .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
     {
         let rel = path.strip_prefix(data_dir).unwrap().display().to_string();
-        let signal = if rel.contains("signal=logs") {
-            "logs"
-        } else if rel.contains("signal=spans") {
-            "spans"
-        } else if rel.contains("signal=alerts") {
-            // Planted credentials raise exposure alerts: those must not leak either.
-            "alerts"
-        } else {
-            panic!("Parquet file outside a signal partition: {rel}")
-        };
+        // Every table is searched: planted credentials raise exposure alerts, and what was
+        // redacted is counted in `redactions`; neither may hold a planted value.
+        let signal = rel
+            .split('/')
+            .find_map(|part| part.strip_prefix("signal="))
+            .and_then(vigil_core::Signal::parse)
+            .unwrap_or_else(|| panic!("Parquet file outside a signal partition: {rel}"))
+            .as_str();
         let file = std::fs::File::open(&path).unwrap();
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .unwrap_or_else(|e| panic!("{rel}: {e}"))
@@ -844,11 +842,14 @@ async fn redaction_leaves_no_raw_pii_anywhere() {
     // --- after compaction: Parquet, raw and decompressed ---------------------------------
     eventually(
         Duration::from_secs(60),
-        "WAL compacted into Parquet for both signals",
+        "WAL compacted into Parquet for both signals and the redactions table",
         || async {
             v.metric("vigil_wal_bytes", &[]).await == 0.0
                 && v.metric("vigil_parquet_files", &[("signal", "logs")]).await > 0.0
                 && v.metric("vigil_parquet_files", &[("signal", "spans")])
+                    .await
+                    > 0.0
+                && v.metric("vigil_parquet_files", &[("signal", "redactions")])
                     .await
                     > 0.0
         },
@@ -861,6 +862,10 @@ async fn redaction_leaves_no_raw_pii_anywhere() {
     // The WAL is empty, so Parquet holds every record sent.
     assert_eq!(parquet.get("logs").map_or(0, |p| p.rows), log_count);
     assert_eq!(parquet.get("spans").map_or(0, |p| p.rows), span_count);
+    assert!(
+        parquet.get("redactions").is_some_and(|p| p.rows > 0),
+        "what was redacted is on record (and was searched for planted values above)"
+    );
 
     // --- query answers --------------------------------------------------------------------
     assert_eq!(
