@@ -216,6 +216,29 @@ try {
     await settle();
     await shot("service");
   });
+
+  await step("api key", async () => {
+    // The key an analyst enters goes with every API request of this tab, as a Bearer token.
+    await page.click("#key-button");
+    await page.fill("#key-input", "console-test-key");
+    const [withKey] = await Promise.all([
+      page.waitForRequest((r) => r.url().includes("/api/v1/")),
+      page.click("#key-save"),
+    ]);
+    const sent = withKey.headers().authorization;
+    if (sent !== "Bearer console-test-key") throw new Error(`API request sent authorization ${sent}`);
+    const stored = await page.evaluate(() => sessionStorage.getItem("vigil.apiKey"));
+    if (stored !== "console-test-key") throw new Error(`session storage holds ${stored}`);
+    await page.waitForLoadState("networkidle");
+    await page.click("#key-button");
+    await page.click("#key-clear");
+    const [without] = await Promise.all([
+      page.waitForRequest((r) => r.url().includes("/api/v1/")),
+      page.evaluate(() => { location.hash = "#/graph"; }),
+    ]);
+    if (without.headers().authorization) throw new Error("a forgotten key is still sent");
+    await page.waitForSelector("svg.graph .node");
+  });
 } finally {
   await browser.close();
 }
