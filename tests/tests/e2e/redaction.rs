@@ -1029,3 +1029,59 @@ async fn redaction_leaves_no_raw_pii_anywhere() {
     println!("  vigil_redactions_total by entity: {redactions:?}; by key: {by_key}");
     println!("  took {:.1?}", started.elapsed());
 }
+
+/// The `redactions` table counts, per service and entity, what the redactor replaced: the
+/// same numbers as `vigil_redactions_total`, queryable over any time range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redactions_table_counts_what_was_redacted_by_service_and_entity() {
+    use crate::detection::{AWS_KEY, send_logs};
+    use opentelemetry::logs::Severity;
+
+    let v = Vigil::start("");
+    let line = |body: String| (body, "10.0.9.1".to_owned(), Severity::Info);
+    send_logs(
+        &v,
+        "checkout",
+        vec![
+            line("receipt to ann@example.com, copy to bob@example.com".into()),
+            line("charged card 4111 1111 1111 1111".into()),
+        ],
+    )
+    .await;
+    send_logs(&v, "billing", vec![line(format!("export with {AWS_KEY}"))]).await;
+
+    let sql = "SELECT service, entity, category, sum(count) AS n FROM redactions \
+               GROUP BY service, entity, category ORDER BY service, entity";
+    let expected = vec![
+        vec!["billing", "aws_access_key_id", "secret", "1"],
+        vec!["billing", "ipv4", "pii", "1"],
+        vec!["checkout", "credit_card", "pii", "1"],
+        vec!["checkout", "email", "pii", "2"],
+        vec!["checkout", "ipv4", "pii", "2"],
+    ];
+    let rows = || async {
+        v.rows(sql)
+            .await
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_owned))
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    eventually(Duration::from_secs(30), "redactions rows", || async {
+        rows().await == expected
+    })
+    .await;
+    for (entity, n) in [("email", 2.0), ("ipv4", 3.0), ("aws_access_key_id", 1.0)] {
+        assert_eq!(
+            v.metric("vigil_redactions_total", &[("entity", entity)])
+                .await,
+            n,
+            "{entity}"
+        );
+    }
+    let signals = v.rows("SELECT DISTINCT signal FROM redactions").await;
+    assert_eq!(signals, [[Value::from("logs")]]);
+}
