@@ -1,5 +1,10 @@
-//! The API listener (default :8080): SQL query endpoint, Prometheus metrics and health probes.
-//! The query endpoint itself lives in [`crate::query`]; this module composes the router.
+//! The API listener (default :8080): SQL query endpoint, alert triage, detector snapshots, the
+//! built-in console, Prometheus metrics and health probes. This module composes the router and
+//! holds the one mapping from [`ApiError`] to HTTP responses for the endpoints in `api/`.
+
+mod console;
+mod detector;
+mod triage;
 
 use std::sync::Arc;
 
@@ -8,11 +13,30 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router, middleware};
+use vigil_core::Redactor;
 
 use crate::auth::{self, Auth, Principal};
+use crate::detection::{DetectorHandle, DetectorUnavailable};
 use crate::metrics::Metrics;
 use crate::pipeline::IngestHandle;
-use crate::query::{self, QueryEngine};
+use crate::query::{self, QueryEngine, QueryError};
+use crate::storage::Appender;
+
+pub use console::is_console_path;
+
+/// What the API serves from.
+pub struct ApiParts {
+    pub engine: Arc<QueryEngine>,
+    pub ingest: IngestHandle,
+    pub detector: DetectorHandle,
+    /// Where triage actions are written (the `alert_actions` table).
+    pub appender: Appender,
+    /// Triage comments pass it before storage, like everything else.
+    pub redactor: Redactor,
+    pub metrics: Metrics,
+    /// Checks every request (the scope comes from the path; see [`auth::require`]).
+    pub auth: Auth,
+}
 
 #[derive(Clone)]
 struct ApiState {
@@ -21,18 +45,28 @@ struct ApiState {
     auth: Auth,
 }
 
-/// Every route of the API listener, behind one authentication layer that picks the scope
-/// from the path (see [`auth::require`]).
-pub fn router(
+/// State of the triage and detector endpoints.
+#[derive(Clone)]
+struct AppState {
     engine: Arc<QueryEngine>,
-    ingest: IngestHandle,
-    metrics: Metrics,
-    auth: Auth,
-) -> Router {
+    detector: DetectorHandle,
+    appender: Appender,
+    redactor: Redactor,
+}
+
+/// Every route of the API listener, behind one authentication layer that picks the scope
+/// from the path, so a route added under `/api/` is protected by default.
+pub fn router(parts: ApiParts) -> Router {
     let state = ApiState {
-        ingest,
-        metrics: metrics.clone(),
-        auth: auth.clone(),
+        ingest: parts.ingest,
+        metrics: parts.metrics.clone(),
+        auth: parts.auth.clone(),
+    };
+    let app = AppState {
+        engine: parts.engine.clone(),
+        detector: parts.detector,
+        appender: parts.appender,
+        redactor: parts.redactor,
     };
     Router::new()
         .route("/healthz", get(healthz))
@@ -40,8 +74,11 @@ pub fn router(
         .route("/metrics", get(metrics_text))
         .route("/api/v1/admin/reload", post(reload))
         .with_state(state)
-        .merge(query::router(engine, metrics))
-        .layer(middleware::from_fn_with_state(auth, auth::require))
+        .merge(query::router(parts.engine, parts.metrics))
+        .merge(triage::routes().with_state(app.clone()))
+        .merge(detector::routes().with_state(app))
+        .merge(console::routes())
+        .layer(middleware::from_fn_with_state(parts.auth, auth::require))
 }
 
 /// `POST /api/v1/admin/reload`: re-reads the API key file, like SIGHUP. 200 with the number
@@ -82,4 +119,63 @@ async fn metrics_text(State(s): State<ApiState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),
     )
+}
+
+/// Why a triage or detector request failed. Every message but `Internal`'s is for the client.
+#[derive(Debug, thiserror::Error)]
+enum ApiError {
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The request contradicts the resource's state (resolving a resolved alert).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<DetectorUnavailable> for ApiError {
+    fn from(e: DetectorUnavailable) -> Self {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::Timeout(_) | QueryError::ResourcesExhausted(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
+            // The SQL is ours: an invalid or refused query is a bug, not the client's doing.
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::InvalidInput(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let message = match self {
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "api request failed");
+                "internal error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+    }
+}
+
+/// RFC 3339 in UTC with nanoseconds, as the query API writes timestamps.
+fn rfc3339(ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }

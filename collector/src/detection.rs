@@ -1,5 +1,7 @@
 //! The detector stage: one thread runs the detector over every stored batch and ticks it once
-//! a second; alert state changes are logged, counted and written to the `alerts` table.
+//! a second; alert state changes are logged, counted and written to the `alerts` table. The
+//! API reaches the thread through a small command queue (snapshots, manual resolution) that it
+//! serves between batches, so no request ever holds the detector.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,13 +10,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded, select};
+use tokio::sync::oneshot;
 use vigil_core::{Batch, RedactedBatch, Redactor, Signal};
+use vigil_detector::baseline::BaselinesSnapshot;
 use vigil_detector::config::SqlRule;
+use vigil_detector::graph::GraphSnapshot;
 use vigil_detector::sigma::RuleSource;
 use vigil_detector::{
-    AlertEvent, AlertKey, Candidate, Detector, DetectorConfig, Observation, RuleSet, Status,
-    alerts_batch,
+    Alert, AlertEvent, AlertKey, Candidate, Detector, DetectorConfig, ManualResolution,
+    Observation, RuleSet, Status, alerts_batch,
 };
 
 use crate::metrics::Metrics;
@@ -26,6 +31,8 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 use vigil_core::time::now_ns;
 
 const TICK: Duration = Duration::from_secs(1);
+/// Commands waiting for the detector thread; more are refused (the API answers 503).
+const COMMAND_QUEUE: usize = 64;
 
 /// Reads the shipped rules and every `*.yml`/`*.yaml` in the configured directories, then
 /// validates them all. Every problem is reported.
@@ -79,16 +86,100 @@ enum Input {
     Observed(Vec<Observation>),
 }
 
-/// Hands stored batches to the detector without ever waiting for it.
+/// What the API asks of the detector thread. Each carries where to send the answer; the
+/// thread answers without waiting for the asker.
+enum Command {
+    Graph(oneshot::Sender<GraphSnapshot>),
+    Baselines {
+        service: Option<String>,
+        reply: oneshot::Sender<BaselinesSnapshot>,
+    },
+    Resolve {
+        fingerprint: String,
+        by: ManualResolution,
+        /// The alert's last state in the `alerts` table, resolved instead when the detector
+        /// does not hold it (it fired before a restart).
+        stale: Option<Box<Alert>>,
+        reply: oneshot::Sender<Option<Arc<Alert>>>,
+    },
+}
+
+/// Why the detector could not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DetectorUnavailable {
+    #[error("the detector is disabled (detector.enabled = false)")]
+    Disabled,
+    #[error("the detector is busy; retry shortly")]
+    Busy,
+    #[error("the detector is shutting down")]
+    Stopped,
+}
+
+/// Hands stored batches to the detector without ever waiting for it, and asks it for
+/// snapshots and manual resolutions.
 #[derive(Clone)]
 pub struct DetectorHandle {
     tx: Option<Sender<Input>>,
+    commands: Option<Sender<Command>>,
     metrics: Metrics,
 }
 
 impl DetectorHandle {
     pub fn disabled(metrics: Metrics) -> Self {
-        Self { tx: None, metrics }
+        Self {
+            tx: None,
+            commands: None,
+            metrics,
+        }
+    }
+
+    /// The learned service graph.
+    pub async fn graph(&self) -> Result<GraphSnapshot, DetectorUnavailable> {
+        self.ask(Command::Graph).await
+    }
+
+    /// Every service's baselines, or one service's with its recent buckets.
+    pub async fn baselines(
+        &self,
+        service: Option<String>,
+    ) -> Result<BaselinesSnapshot, DetectorUnavailable> {
+        self.ask(|reply| Command::Baselines { service, reply })
+            .await
+    }
+
+    /// Resolves alert `fingerprint` now, as `by`: the detector's firing alert, else `stale`
+    /// (its last state as stored). The resolution is written to the `alerts` table and given
+    /// to the sinks before this returns. `None` when there was nothing to resolve.
+    pub async fn resolve(
+        &self,
+        fingerprint: String,
+        by: ManualResolution,
+        stale: Option<Alert>,
+    ) -> Result<Option<Arc<Alert>>, DetectorUnavailable> {
+        self.ask(|reply| Command::Resolve {
+            fingerprint,
+            by,
+            stale: stale.map(Box::new),
+            reply,
+        })
+        .await
+    }
+
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, DetectorUnavailable> {
+        let commands = self
+            .commands
+            .as_ref()
+            .ok_or(DetectorUnavailable::Disabled)?;
+        let (reply, answer) = oneshot::channel();
+        match commands.try_send(command(reply)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(DetectorUnavailable::Busy),
+            Err(TrySendError::Disconnected(_)) => return Err(DetectorUnavailable::Stopped),
+        }
+        answer.await.map_err(|_| DetectorUnavailable::Stopped)
     }
 
     /// Queues `batch` for detection; when the detector is behind the batch skips detection
@@ -153,6 +244,7 @@ impl DetectorStage {
         let detector = Detector::new(config, Arc::new(rules))
             .map_err(|p| anyhow::anyhow!("invalid detector config: {}", p.join("; ")))?;
         let (tx, rx) = bounded(config.queue_batches);
+        let (commands, command_rx) = bounded(COMMAND_QUEUE);
         let runtime = tokio::runtime::Handle::current();
         let writer = AlertWriter {
             redactor,
@@ -165,12 +257,13 @@ impl DetectorStage {
         let stopped = stop.clone();
         let thread = std::thread::Builder::new()
             .name("vigil-detector".into())
-            .spawn(move || run(detector, rx, writer, &stopped))
+            .spawn(move || run(detector, rx, command_rx, writer, &stopped))
             .context("cannot start the detector thread")?;
         tracing::info!(rules = rule_count, "detector started");
         Ok(Self {
             handle: DetectorHandle {
                 tx: Some(tx),
+                commands: Some(commands),
                 metrics,
             },
             stop,
@@ -194,17 +287,38 @@ impl DetectorStage {
     }
 }
 
-fn run(mut detector: Detector, rx: Receiver<Input>, writer: AlertWriter, stop: &AtomicBool) {
+fn run(
+    mut detector: Detector,
+    rx: Receiver<Input>,
+    commands: Receiver<Command>,
+    writer: AlertWriter,
+    stop: &AtomicBool,
+) {
     let mut last_tick = Instant::now();
     loop {
         let stopping = stop.load(Ordering::Acquire);
+        let mut events = Vec::new();
+        let mut replies = Vec::new();
+        // Someone waits for each command, and each is quick: they go before batches.
+        while let Ok(command) = commands.try_recv() {
+            serve(&mut detector, command, &mut events, &mut replies);
+        }
         let next = if stopping {
             // Finish what is queued, then exit.
             rx.try_recv().map_err(|_| RecvTimeoutError::Disconnected)
         } else {
-            rx.recv_timeout(TICK.saturating_sub(last_tick.elapsed()))
+            let wait = TICK.saturating_sub(last_tick.elapsed());
+            select! {
+                recv(rx) -> input => input.map_err(|_| RecvTimeoutError::Disconnected),
+                recv(commands) -> command => {
+                    if let Ok(command) = command {
+                        serve(&mut detector, command, &mut events, &mut replies);
+                    }
+                    Err(RecvTimeoutError::Timeout)
+                }
+                default(wait) => Err(RecvTimeoutError::Timeout),
+            }
         };
-        let mut events = Vec::new();
         match next {
             Ok(Input::Observed(observations)) => {
                 events.extend(detector.observe(observations, now_ns()));
@@ -247,6 +361,64 @@ fn run(mut detector: Detector, rx: Receiver<Input>, writer: AlertWriter, stop: &
             .alerts_firing
             .set(i64::try_from(detector.firing_count()).unwrap_or(i64::MAX));
         writer.write(&events);
+        // After the write: whoever resolved an alert finds it resolved in the table.
+        for reply in replies {
+            reply.send();
+        }
+    }
+}
+
+/// An answer to send once this round's alert events are written.
+struct PendingReply {
+    reply: oneshot::Sender<Option<Arc<Alert>>>,
+    alert: Option<Arc<Alert>>,
+}
+
+impl PendingReply {
+    fn send(self) {
+        // The asker may have gone (client disconnected); the resolution stands regardless.
+        let _ = self.reply.send(self.alert);
+    }
+}
+
+fn serve(
+    detector: &mut Detector,
+    command: Command,
+    events: &mut Vec<AlertEvent>,
+    replies: &mut Vec<PendingReply>,
+) {
+    match command {
+        Command::Graph(reply) => {
+            let _ = reply.send(detector.graph());
+        }
+        Command::Baselines { service, reply } => {
+            let _ = reply.send(detector.baselines(service.as_deref()));
+        }
+        Command::Resolve {
+            fingerprint,
+            by,
+            stale,
+            reply,
+        } => {
+            let now = now_ns();
+            // A stale alert is resolved only if the detector did not just resolve it itself
+            // (its resolved row may have landed after the caller read the table).
+            let event = match detector.resolve(&fingerprint, &by, now) {
+                Some(event) => Some(event),
+                None if detector.resolved_recently(&fingerprint) => None,
+                None => stale
+                    .filter(|a| a.fingerprint == fingerprint && a.status == Status::Firing)
+                    .map(|a| by.resolve_stale(*a, now)),
+            };
+            if let Some(e) = &event {
+                tracing::info!(fingerprint = %fingerprint, principal = %by.principal, "alert resolved by hand");
+                events.push(e.clone());
+            }
+            replies.push(PendingReply {
+                reply,
+                alert: event.map(|e| e.alert),
+            });
+        }
     }
 }
 

@@ -225,6 +225,7 @@ fn demo(config: RawConfig, addr_file: Option<PathBuf>) -> anyhow::Result<()> {
         println!(
             "Vigil demo: a shop of services is sending traces and logs; an attack plays every few \
              seconds.\n\
+             \n  console:  http://{api}/console/   (alerts show within a minute)\
              \n  alerts:   vigil query --url http://{api} \"SELECT time, severity, rule_title, service, summary FROM alerts ORDER BY time DESC LIMIT 20\"\
              \n  records:  vigil query --url http://{api} \"SELECT service, count(*) FROM logs GROUP BY service\"\
              \n  metrics:  curl -s http://{api}/metrics | grep vigil_alerts\

@@ -74,6 +74,8 @@ pub struct Metrics {
     pub detector_duration: HistogramVec,
     /// Alert state changes that could not be written to the `alerts` table.
     pub alert_write_failures: prometheus::IntCounter,
+    /// Rows of the `redactions` table that could not be written (storage busy or failing).
+    pub redaction_rows_dropped: prometheus::IntCounter,
     /// Detection rules loaded (Sigma rules and correlations, scheduled SQL rules).
     pub detector_rules: IntGaugeVec,
     /// Records run through the detector, by signal.
@@ -189,6 +191,12 @@ impl Metrics {
             "Alert state changes that could not be written to the alerts table",
         )?;
         register(Box::new(alert_write_failures.clone()))?;
+        let redaction_rows_dropped = prometheus::IntCounter::new(
+            "vigil_redaction_rows_dropped_total",
+            "Rows of the redactions table not written because storage was busy or failing \
+             (the values were redacted and counted all the same)",
+        )?;
+        register(Box::new(redaction_rows_dropped.clone()))?;
         Ok(Self {
             received_records: counter(
                 "vigil_received_records_total",
@@ -280,6 +288,7 @@ impl Metrics {
                 ],
             )?,
             alert_write_failures,
+            redaction_rows_dropped,
             detector_rules: gauge_vec("vigil_detector_rules", "Detection rules loaded", &["kind"])?,
             detector_records: counter(
                 "vigil_detector_records_total",

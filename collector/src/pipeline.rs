@@ -9,7 +9,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use vigil_core::decode::{DecodeError, Decoded, decode_logs, decode_traces};
 use vigil_core::time::now_ns;
-use vigil_core::{Redactor, Signal};
+use vigil_core::{RedactedBatch, Redactor, Signal};
 
 use crate::auth::{Binding, MismatchAction};
 use crate::config::IngestConfig;
@@ -185,6 +185,18 @@ impl IngestHandle {
         .await
     }
 
+    /// Appends the `redactions` rows of a stored batch without holding up its acknowledgement:
+    /// they are a record of what was redacted, not data a client would retry.
+    fn store_redactions(&self, batch: RedactedBatch) {
+        let (appender, metrics) = (self.inner.appender.clone(), self.inner.metrics.clone());
+        tokio::spawn(async move {
+            if let Err(e) = appender.append(batch).await {
+                metrics.redaction_rows_dropped.inc();
+                tracing::debug!(error = %e, "cannot write redactions rows");
+            }
+        });
+    }
+
     /// Ready to accept: storage writable and not behind.
     pub fn is_ready(&self) -> bool {
         self.inner.appender.is_ready()
@@ -212,7 +224,7 @@ impl IngestHandle {
         let binding = admission.binding.clone();
         let bind_metrics = metrics.clone();
         let (limits, caller) = (Arc::clone(&inner.limits), admission.caller.clone());
-        let (batch, rejected, error_message) = tokio::task::spawn_blocking(move || {
+        let (batch, redactions, rejected, error_message) = tokio::task::spawn_blocking(move || {
             let decoded = decode(received_at).map_err(|e| {
                 tracing::error!(error = %e, signal = %signal, "cannot convert export to arrow");
                 IngestError::internal()
@@ -245,7 +257,8 @@ impl IngestHandle {
                 tracing::error!(error = %e, signal = %signal, "cannot redact batch");
                 IngestError::internal()
             })?;
-            Ok::<_, IngestError>((batch, rejected, error_message))
+            let redactions = redactions_batch(&redactor, &batch, received_at);
+            Ok::<_, IngestError>((batch, redactions, rejected, error_message))
         })
         .await
         .map_err(|e| {
@@ -275,6 +288,9 @@ impl IngestHandle {
             })?;
             metrics.record_services(&for_detector);
             inner.detector.offer(for_detector);
+            if let Some(redactions) = redactions {
+                self.store_redactions(redactions);
+            }
         }
         let labels = [signal.as_str(), transport.as_str()];
         metrics
@@ -311,4 +327,28 @@ fn record_mismatch(metrics: &Metrics, binding: &Binding, records: u64) {
         .inc_by(records);
     tracing::warn!(key = %binding.key, records, action,
         "records claim a service their key is not bound to");
+}
+
+/// The `redactions` rows of `batch` (arrived at `received_at`), if anything was redacted. They
+/// hold names and counts only; like every stored batch they pass the redactor.
+fn redactions_batch(
+    redactor: &Redactor,
+    batch: &RedactedBatch,
+    received_at: i64,
+) -> Option<RedactedBatch> {
+    if batch.findings().is_empty() {
+        return None;
+    }
+    let rows = batch
+        .findings()
+        .to_batch(batch.signal(), received_at)
+        .map_err(|e| e.to_string())
+        .and_then(|rows| redactor.apply(rows).map_err(|e| e.to_string()));
+    match rows {
+        Ok(rows) => Some(rows),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build redactions rows");
+            None
+        }
+    }
 }

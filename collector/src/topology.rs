@@ -3,11 +3,13 @@
 //!
 //! ```text
 //! OTLP/gRPC ─┐
-//! OTLP/HTTP ─┴─▶ IngestHandle: decode (Arrow) ─▶ redact ─▶ WAL writer ─▶ catalog ◀─ SQL / API
-//!                                                   │          └─▶ compactor ─▶ Parquet ─▶ retention
+//! OTLP/HTTP ─┴─▶ IngestHandle: decode (Arrow) ─▶ redact ─▶ WAL writer ─▶ catalog ◀─ SQL / API / console
+//!                                                   │  │       └─▶ compactor ─▶ Parquet ─▶ retention
+//!                                                   │  └─▶ findings ─▶ WAL (`redactions`)
 //!                                                   └─▶ detector thread ─▶ alerts ─▶ redact ─▶ WAL (`alerts`)
-//!                                                                              └─▶ sinks: outbox ─▶ webhooks
-//!                                                                                        └─▶ WAL (`dead_letters`)
+//!                                                        ▲                     └─▶ sinks: outbox ─▶ webhooks
+//!                                                        │                               └─▶ WAL (`dead_letters`)
+//!                     API triage ─ snapshots, resolve ───┘   acknowledge/resolve ─▶ WAL (`alert_actions`)
 //! ```
 //! Shutdown: stop accepting, finish in-flight requests (their appends are still served), let
 //! the detector finish its queue and write its alerts, let webhook requests in flight finish
@@ -116,7 +118,7 @@ impl Topology {
         let ingest = IngestHandle::new(
             storage.appender(),
             detector.handle(),
-            redactor,
+            redactor.clone(),
             metrics.clone(),
             &config.ingest,
         );
@@ -175,7 +177,15 @@ impl Topology {
             stopped.clone(),
             &mut servers,
         );
-        let api_app = api::router(engine, ingest, metrics.clone(), auth.clone());
+        let api_app = api::router(api::ApiParts {
+            engine,
+            ingest,
+            detector: detector.handle(),
+            appender: storage.appender(),
+            redactor,
+            metrics: metrics.clone(),
+            auth: auth.clone(),
+        });
         spawn_http(&mut servers, api, api_app, tls.as_ref(), &stopped, "api")?;
         if let Some(tls) = &tls {
             servers.spawn(tls.clone().watch(stopped.clone()));

@@ -6,10 +6,14 @@ use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::redact::Findings;
-use crate::schema::{alerts_schema, dead_letters_schema, logs_schema, spans_schema};
+use crate::schema::{
+    alert_actions_schema, alerts_schema, dead_letters_schema, logs_schema, redactions_schema,
+    spans_schema,
+};
 
-/// Which table a batch belongs to: the two telemetry signals Vigil ingests, and the alerts the
-/// detector derives from them.
+/// Which table a batch belongs to: the two telemetry signals Vigil ingests, and the records
+/// Vigil derives from them (alerts, analysts' actions on alerts, undeliverable webhooks, what
+/// redaction replaced).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Signal {
@@ -17,15 +21,19 @@ pub enum Signal {
     Spans,
     Alerts,
     DeadLetters,
+    Redactions,
+    AlertActions,
 }
 
 impl Signal {
     /// Every table storage keeps.
-    pub const ALL: [Signal; 4] = [
+    pub const ALL: [Signal; 6] = [
         Signal::Logs,
         Signal::Spans,
         Signal::Alerts,
         Signal::DeadLetters,
+        Signal::Redactions,
+        Signal::AlertActions,
     ];
     /// The signals that arrive over OTLP.
     pub const TELEMETRY: [Signal; 2] = [Signal::Logs, Signal::Spans];
@@ -37,6 +45,8 @@ impl Signal {
             Signal::Spans => "spans",
             Signal::Alerts => "alerts",
             Signal::DeadLetters => "dead_letters",
+            Signal::Redactions => "redactions",
+            Signal::AlertActions => "alert_actions",
         }
     }
 
@@ -46,6 +56,8 @@ impl Signal {
             Signal::Spans => spans_schema(),
             Signal::Alerts => alerts_schema(),
             Signal::DeadLetters => dead_letters_schema(),
+            Signal::Redactions => redactions_schema(),
+            Signal::AlertActions => alert_actions_schema(),
         }
     }
 
@@ -55,6 +67,8 @@ impl Signal {
             "spans" => Some(Signal::Spans),
             "alerts" => Some(Signal::Alerts),
             "dead_letters" => Some(Signal::DeadLetters),
+            "redactions" => Some(Signal::Redactions),
+            "alert_actions" => Some(Signal::AlertActions),
             _ => None,
         }
     }

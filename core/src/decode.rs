@@ -149,6 +149,10 @@ impl Rejections {
             (Signal::Alerts, _) => "alerts",
             (Signal::DeadLetters, 1) => "dead letter",
             (Signal::DeadLetters, _) => "dead letters",
+            (Signal::Redactions, 1) => "redaction record",
+            (Signal::Redactions, _) => "redaction records",
+            (Signal::AlertActions, 1) => "alert action",
+            (Signal::AlertActions, _) => "alert actions",
         };
         let reasons: Vec<String> = Reason::ALL
             .iter()

@@ -1,5 +1,5 @@
-//! Arrow schemas of the `logs` and `spans` tables: the one in-memory and on-disk shape of
-//! telemetry in Vigil, fixed at ingest and shared by storage, SQL and the detector.
+//! Arrow schemas of every table: `logs` and `spans`, the one in-memory and on-disk shape of
+//! telemetry in Vigil fixed at ingest, and the tables Vigil derives from them.
 
 use std::sync::{Arc, LazyLock};
 
@@ -157,6 +157,41 @@ static DEAD_LETTERS: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+static REDACTIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        // When the batch arrived.
+        ts("time"),
+        utf8("service", false),
+        // The table the values were in: `logs` or `spans`.
+        utf8("signal", false),
+        // Detector name (`email`, `aws_access_key_id`, ...), `sensitive_key` or `not_allowed`.
+        utf8("entity", false),
+        // `pii`, `secret`, ...: the entity's category.
+        utf8("category", false),
+        // Column of the first occurrence (`body`, `attributes`, ...).
+        utf8("field", false),
+        // Values replaced in this batch.
+        Field::new("count", DataType::UInt64, false),
+    ]))
+});
+
+static ALERT_ACTIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        // When the analyst acted.
+        ts("time"),
+        utf8("fingerprint", false),
+        // `acknowledge` | `resolve`
+        utf8("action", false),
+        // Who: the authenticated principal, or `anonymous`.
+        utf8("principal", false),
+        utf8("comment", true),
+        // The alert's rule, service and severity, so the table reads on its own.
+        utf8("rule_id", false),
+        utf8("service", false),
+        utf8("severity", false),
+    ]))
+});
+
 /// Schema of the `logs` table.
 pub fn logs_schema() -> SchemaRef {
     LOGS.clone()
@@ -175,4 +210,15 @@ pub fn alerts_schema() -> SchemaRef {
 /// Schema of the `dead_letters` table: webhook notifications Vigil gave up delivering.
 pub fn dead_letters_schema() -> SchemaRef {
     DEAD_LETTERS.clone()
+}
+
+/// Schema of the `redactions` table: what redaction replaced, one row per batch, service and
+/// entity.
+pub fn redactions_schema() -> SchemaRef {
+    REDACTIONS.clone()
+}
+
+/// Schema of the `alert_actions` table: analysts' acknowledgements and manual resolutions.
+pub fn alert_actions_schema() -> SchemaRef {
+    ALERT_ACTIONS.clone()
 }

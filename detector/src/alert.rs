@@ -192,6 +192,37 @@ pub struct Alert {
     pub count: u64,
 }
 
+/// Who resolved an alert by hand (the console's or API's resolve action).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManualResolution {
+    /// The authenticated principal, or `anonymous`.
+    pub principal: String,
+}
+
+impl ManualResolution {
+    /// Marks `alert` as resolved by hand: `details.resolution = {"manual": true, "by": ...}`.
+    /// The analyst's comment is not copied here: it is kept in the `alert_actions` table.
+    pub fn annotate(&self, alert: &mut Alert) {
+        if let Value::Object(details) = &mut alert.details {
+            let mut resolution = Map::new();
+            resolution.insert("manual".into(), Value::Bool(true));
+            resolution.insert("by".into(), Value::from(self.principal.as_str()));
+            details.insert("resolution".into(), Value::Object(resolution));
+        }
+    }
+
+    /// A resolved copy of an alert the state does not hold (it fired before a restart, so
+    /// only the `alerts` table remembers it).
+    pub fn resolve_stale(&self, mut alert: Alert, now_ns: i64) -> AlertEvent {
+        self.annotate(&mut alert);
+        alert.status = Status::Resolved;
+        alert.resolved_ns = Some(now_ns);
+        AlertEvent {
+            alert: Arc::new(alert),
+        }
+    }
+}
+
 /// A state change of an alert. Each is written to the `alerts` table and given to the sinks.
 #[derive(Debug, Clone)]
 pub struct AlertEvent {
@@ -419,6 +450,25 @@ impl AlertState {
         self.firing.len()
     }
 
+    /// Whether `fingerprint` resolved within the last `suppress_for`.
+    pub fn resolved_recently(&self, fingerprint: &str) -> bool {
+        self.recently_resolved.contains_key(fingerprint)
+    }
+
+    /// Resolves the firing alert `fingerprint` now because an analyst said so; `None` when no
+    /// such alert is firing. Like any resolution, the same alert firing again within
+    /// `suppress_for` is suppressed. Its details record who resolved it.
+    pub fn resolve_manually(
+        &mut self,
+        fingerprint: &str,
+        by: &ManualResolution,
+        now_ns: i64,
+    ) -> Option<AlertEvent> {
+        let mut f = self.firing.remove(fingerprint)?;
+        by.annotate(&mut f.alert);
+        Some(self.resolve(f, now_ns))
+    }
+
     /// Observations dropped since the last call, per rule and reason.
     pub fn take_suppressed(&mut self) -> Vec<(String, Suppressed, u64)> {
         self.suppressed
@@ -575,6 +625,53 @@ mod tests {
         );
         s.tick(40 * SEC);
         assert_eq!(s.observe([candidate("r", "a", "bob")], 40 * SEC).len(), 1);
+    }
+
+    #[test]
+    fn a_manual_resolution_resolves_now_records_who_and_suppresses_refiring() {
+        let mut s = state();
+        let fired = s.observe([candidate("r", "a", "bob")], 0);
+        let fp = fired[0].alert.fingerprint.clone();
+        let by = ManualResolution {
+            principal: "alice".into(),
+        };
+        assert!(s.resolve_manually("0000000000000000", &by, SEC).is_none());
+        let resolved = s.resolve_manually(&fp, &by, 2 * SEC).expect("firing");
+        let a = &resolved.alert;
+        assert_eq!(
+            (a.status, a.resolved_ns, a.started_ns),
+            (Status::Resolved, Some(2 * SEC), 0)
+        );
+        assert_eq!(a.details["resolution"]["manual"], true);
+        assert_eq!(a.details["resolution"]["by"], "alice");
+        assert_eq!(a.details["group"]["user"], "bob", "the usual details stay");
+        assert_eq!(s.firing_count(), 0);
+        assert!(s.resolved_recently(&fp));
+        assert!(
+            s.resolve_manually(&fp, &by, 3 * SEC).is_none(),
+            "already resolved"
+        );
+        assert!(s.observe([candidate("r", "a", "bob")], 4 * SEC).is_empty());
+        assert_eq!(
+            s.take_suppressed(),
+            vec![("r".to_string(), Suppressed::Flapping, 1)]
+        );
+        assert!(s.tick(20 * SEC).is_empty(), "nothing left to resolve");
+    }
+
+    #[test]
+    fn a_stale_alert_resolves_from_its_last_known_state() {
+        let mut s = state();
+        let fired = s.observe([candidate("r", "a", "bob")], 0);
+        let stale = (*fired[0].alert).clone();
+        let by = ManualResolution {
+            principal: "anonymous".into(),
+        };
+        let event = by.resolve_stale(stale, 9 * SEC);
+        let a = &event.alert;
+        assert_eq!((a.status, a.resolved_ns), (Status::Resolved, Some(9 * SEC)));
+        assert_eq!(a.details["resolution"]["by"], "anonymous");
+        assert_eq!(a.fingerprint, fired[0].alert.fingerprint);
     }
 
     #[test]

@@ -304,6 +304,31 @@ impl Baselines {
         });
     }
 
+    /// What every service's metrics expect and last saw. With `service` set, only that
+    /// service (none when unknown), with each metric's recent buckets.
+    pub fn snapshot(&self, service: Option<&str>) -> BaselinesSnapshot {
+        let services = match service {
+            Some(name) => self
+                .services
+                .get_key_value(name)
+                .map(|(name, state)| state.snapshot(name, &self.config, true))
+                .into_iter()
+                .collect(),
+            None => self
+                .services
+                .iter()
+                .map(|(name, state)| state.snapshot(name, &self.config, false))
+                .collect(),
+        };
+        BaselinesSnapshot {
+            enabled: self.config.enabled,
+            bucket_seconds: self.config.bucket.as_secs_f64(),
+            warmup_buckets: self.config.warmup_buckets,
+            z_threshold: self.config.z_threshold,
+            services,
+        }
+    }
+
     /// The learned expectation of `metric` (`error_rate`, `latency_p95`, ...) for `service`.
     #[cfg(test)]
     fn expected(&self, service: &str, metric: &str) -> Option<f64> {
@@ -312,6 +337,68 @@ impl Baselines {
         Some(m.model.expected())
     }
 }
+
+/// What the baselines hold, for display (the console's per-service view).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BaselinesSnapshot {
+    pub enabled: bool,
+    /// Width of a bucket: every value is a count (or p95, or sum) per bucket.
+    pub bucket_seconds: f64,
+    pub warmup_buckets: u32,
+    pub z_threshold: f64,
+    pub services: Vec<ServiceBaseline>,
+}
+
+/// One service's metrics.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceBaseline {
+    pub service: String,
+    /// Arrival time of its last record.
+    pub last_seen_ns: i64,
+    pub metrics: Vec<MetricBaseline>,
+}
+
+/// One metric of one service: its model now and its recent buckets.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricBaseline {
+    /// `request_rate`, `error_rate`, `auth_failures`, `latency_p95`, `bytes`, `source_addresses`.
+    pub metric: &'static str,
+    /// What a value counts: `requests`, `errors`, `failures`, `ns`, `bytes`, `addresses`.
+    pub unit: &'static str,
+    /// Buckets learned since the model (re)started.
+    pub learned_buckets: u32,
+    /// Still learning: it cannot alert yet.
+    pub warming_up: bool,
+    /// The model's expectation and spread now; `None` before it learned anything.
+    pub expected: Option<f64>,
+    pub spread: Option<f64>,
+    /// `spike` or `drop` while firing.
+    pub firing: Option<&'static str>,
+    /// The last closed bucket with a value.
+    pub last: Option<BucketPoint>,
+    /// Recent closed buckets, oldest first (only in a one-service snapshot).
+    pub history: Vec<BucketPoint>,
+}
+
+/// One closed bucket of a metric, as it was scored.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BucketPoint {
+    pub end_ns: i64,
+    pub observed: f64,
+    /// The expectation and spread the bucket was scored against (before learning from it);
+    /// `None` when the model had nothing yet.
+    pub expected: Option<f64>,
+    pub spread: Option<f64>,
+    /// Standard (or robust) deviations from the expectation.
+    pub score: Option<f64>,
+    /// `spike` or `drop` when the bucket was anomalous.
+    pub anomaly: Option<&'static str>,
+    /// Learned from during warm-up, not scored.
+    pub warmup: bool,
+}
+
+/// Closed buckets of history kept per metric for display.
+const HISTORY_BUCKETS: usize = 60;
 
 /// The state of service `name`, created if fewer than `max_services` are tracked.
 fn service_entry<'s>(
@@ -380,6 +467,17 @@ impl Metric {
             Metric::LatencyP95 => "latency_p95",
             Metric::Bytes => "bytes",
             Metric::SourceAddresses => "source_addresses",
+        }
+    }
+
+    fn unit(self) -> &'static str {
+        match self {
+            Metric::RequestRate => "requests",
+            Metric::ErrorRate => "errors",
+            Metric::AuthFailures => "failures",
+            Metric::LatencyP95 => "ns",
+            Metric::Bytes => "bytes",
+            Metric::SourceAddresses => "addresses",
         }
     }
 
@@ -637,6 +735,8 @@ struct MetricState {
     /// Anomalies of the last `sustain_n` scored buckets.
     recent: VecDeque<Option<Direction>>,
     firing: Option<Firing>,
+    /// The last `HISTORY_BUCKETS` closed buckets with a value, for display.
+    history: VecDeque<BucketPoint>,
 }
 
 impl MetricState {
@@ -647,11 +747,41 @@ impl MetricState {
             learned: 0,
             recent: VecDeque::new(),
             firing: None,
+            history: VecDeque::new(),
         }
     }
 
+    /// Forgets the model and its anomalies; the displayed history stays.
     fn restart(&mut self, config: &BaselineConfig) {
+        let history = std::mem::take(&mut self.history);
         *self = Self::new(self.metric, config);
+        self.history = history;
+    }
+
+    fn remember(&mut self, point: BucketPoint) {
+        self.history.push_back(point);
+        while self.history.len() > HISTORY_BUCKETS {
+            self.history.pop_front();
+        }
+    }
+
+    fn snapshot(&self, config: &BaselineConfig, with_history: bool) -> MetricBaseline {
+        let model = (self.learned > 0).then(|| self.model.score(0.0));
+        MetricBaseline {
+            metric: self.metric.name(),
+            unit: self.metric.unit(),
+            learned_buckets: self.learned,
+            warming_up: self.learned < config.warmup_buckets,
+            expected: model.map(|s| round3(s.expected)),
+            spread: model.map(|s| round3(s.spread)),
+            firing: self.firing.map(|f| f.direction.as_str()),
+            last: self.history.back().copied(),
+            history: if with_history {
+                self.history.iter().copied().collect()
+            } else {
+                Vec::new()
+            },
+        }
     }
 
     /// Scores a closed bucket's value (`None`: no data, e.g. too few spans for a p95), then
@@ -668,6 +798,16 @@ impl MetricState {
             return;
         };
         if self.learned < config.warmup_buckets {
+            let before = (self.learned > 0).then(|| self.model.score(x));
+            self.remember(BucketPoint {
+                end_ns,
+                observed: round3(x),
+                expected: before.map(|s| round3(s.expected)),
+                spread: before.map(|s| round3(s.spread)),
+                score: before.map(|s| round3(s.z)),
+                anomaly: None,
+                warmup: true,
+            });
             self.model.learn(x, config.alpha);
             self.learned += 1;
             return;
@@ -676,6 +816,15 @@ impl MetricState {
         let anomaly = self
             .metric
             .anomaly(x, &score, config.z_threshold, 1.0, config);
+        self.remember(BucketPoint {
+            end_ns,
+            observed: round3(x),
+            expected: Some(round3(score.expected)),
+            spread: Some(round3(score.spread)),
+            score: Some(round3(score.z)),
+            anomaly: anomaly.map(Direction::as_str),
+            warmup: false,
+        });
         self.recent.push_back(anomaly);
         while self.recent.len() > (config.sustain_n as usize).max(1) {
             self.recent.pop_front();
@@ -784,6 +933,18 @@ impl ServiceState {
             last_seen_ns: 0,
         }
     }
+
+    fn snapshot(&self, name: &str, config: &BaselineConfig, with_history: bool) -> ServiceBaseline {
+        ServiceBaseline {
+            service: name.to_owned(),
+            last_seen_ns: self.last_seen_ns,
+            metrics: self
+                .metrics
+                .iter()
+                .map(|m| m.snapshot(config, with_history))
+                .collect(),
+        }
+    }
 }
 
 /// The counts of one service in the open bucket.
@@ -851,7 +1012,9 @@ impl Bucket {
                     source = true;
                 }
             }
-            Signal::Alerts | Signal::DeadLetters => return,
+            Signal::Alerts | Signal::DeadLetters | Signal::Redactions | Signal::AlertActions => {
+                return;
+            }
         }
         self.errors += u64::from(error);
         self.auth_failures += u64::from(auth_failure);
@@ -1201,6 +1364,58 @@ mod tests {
 
         let later = run(&mut b, 26, 20, |b, _, now| w.normal(b, now));
         assert!(later.iter().all(Vec::is_empty));
+    }
+
+    #[test]
+    fn snapshot_shows_expected_against_observed_and_the_anomalous_buckets() {
+        let config = BaselineConfig::default();
+        let mut b = Baselines::new(config.clone());
+        let mut w = Workload::new();
+        run(&mut b, 0, 20, |b, _, now| w.normal(b, now));
+        run(&mut b, 20, 2, |b, _, now| {
+            w.checkout.feed(b, 20, now);
+            w.checkout_errors.feed(b, 80, now);
+        });
+
+        let all = b.snapshot(None);
+        assert!(all.enabled);
+        assert_eq!(all.bucket_seconds, 60.0);
+        assert_eq!(all.warmup_buckets, config.warmup_buckets);
+        let names: Vec<_> = all.services.iter().map(|s| s.service.as_str()).collect();
+        assert_eq!(names, ["api", "auth", "checkout"]);
+        assert!(
+            all.services
+                .iter()
+                .all(|s| s.metrics.len() == 6 && s.metrics.iter().all(|m| m.history.is_empty())),
+            "the overview carries no history"
+        );
+
+        let one = b.snapshot(Some("checkout"));
+        assert_eq!(one.services.len(), 1);
+        let checkout = &one.services[0];
+        assert_eq!(checkout.last_seen_ns, bucket_start(21) + SEC);
+        let errors = checkout
+            .metrics
+            .iter()
+            .find(|m| m.metric == "error_rate")
+            .expect("error_rate");
+        assert_eq!(errors.unit, "errors");
+        assert!(!errors.warming_up);
+        assert_eq!(errors.firing, Some("spike"));
+        assert_eq!(errors.history.len(), 22);
+        let first = errors.history[0];
+        assert!(first.warmup && first.expected.is_none(), "{first:?}");
+        let last = errors.last.expect("last bucket");
+        assert_eq!(last, errors.history[21]);
+        assert_eq!(last.end_ns, bucket_start(22));
+        assert_eq!(last.observed, 80.0);
+        assert_eq!(last.anomaly, Some("spike"));
+        let expected = last.expected.expect("scored");
+        assert!(expected < 5.0, "{expected}");
+        assert!(last.score.is_some_and(|z| z > config.z_threshold));
+        assert_eq!(errors.expected, Some(expected), "anomalies are not learned");
+
+        assert!(b.snapshot(Some("nobody")).services.is_empty());
     }
 
     #[test]

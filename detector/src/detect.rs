@@ -7,11 +7,13 @@ use serde_json::{Map, Value};
 use vigil_core::RedactedBatch;
 use vigil_core::redact::Category;
 
-use crate::alert::{AlertEvent, AlertKey, AlertState, Candidate, Observation, Sample, Suppressed};
-use crate::baseline::Baselines;
+use crate::alert::{
+    AlertEvent, AlertKey, AlertState, Candidate, ManualResolution, Observation, Sample, Suppressed,
+};
+use crate::baseline::{Baselines, BaselinesSnapshot};
 use crate::config::{DetectorConfig, ExposureConfig};
 use crate::fields::FieldMap;
-use crate::graph::ServiceGraph;
+use crate::graph::{GraphSnapshot, ServiceGraph};
 use crate::sigma::{RuleSet, SigmaEngine};
 use crate::view::{BatchView, ViewError};
 
@@ -78,6 +80,31 @@ impl Detector {
 
     pub fn firing_count(&self) -> usize {
         self.state.firing_count()
+    }
+
+    /// Resolves a firing alert by hand; `None` when `fingerprint` is not firing.
+    pub fn resolve(
+        &mut self,
+        fingerprint: &str,
+        by: &ManualResolution,
+        now_ns: i64,
+    ) -> Option<AlertEvent> {
+        self.state.resolve_manually(fingerprint, by, now_ns)
+    }
+
+    /// Whether `fingerprint` resolved lately (within the flap-suppression window).
+    pub fn resolved_recently(&self, fingerprint: &str) -> bool {
+        self.state.resolved_recently(fingerprint)
+    }
+
+    /// The learned service graph.
+    pub fn graph(&self) -> GraphSnapshot {
+        self.graph.snapshot()
+    }
+
+    /// The baselines of every service, or of one with its recent buckets.
+    pub fn baselines(&self, service: Option<&str>) -> BaselinesSnapshot {
+        self.baselines.snapshot(service)
     }
 
     /// Observations dropped since the last call, per rule and reason.

@@ -127,7 +127,7 @@ impl GraphConfig {
 }
 
 /// Counters of what the graph left out because of its limits, and its current sizes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct GraphStats {
     /// Learned edges now.
     pub edges: usize,
@@ -143,14 +143,55 @@ pub struct GraphStats {
     pub pending_expired: u64,
 }
 
+/// What the graph knows, for display (the console's service graph).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GraphSnapshot {
+    pub enabled: bool,
+    /// End of the learning period; `None` until the first batch arrived.
+    pub learning_until_ns: Option<i64>,
+    /// Every learned edge, sorted by caller then callee.
+    pub edges: Vec<EdgeSnapshot>,
+    /// Every service that is an end of an edge or has learned sources, sorted.
+    pub services: Vec<ServiceSnapshot>,
+    pub stats: GraphStats,
+}
+
+/// One learned caller→callee edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EdgeSnapshot {
+    pub caller: String,
+    pub callee: String,
+    /// When it was first seen (arrival time).
+    pub first_seen_ns: i64,
+    /// First seen after the learning period: a new edge.
+    pub after_learning: bool,
+    /// It raised `graph.new_edge` (new and not allow-listed).
+    pub alerted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceSnapshot {
+    pub service: String,
+    /// Distinct source addresses learned for it.
+    pub sources: usize,
+}
+
+/// What is kept of a learned edge.
+#[derive(Debug, Clone, Copy)]
+struct Edge {
+    first_seen_ns: i64,
+    after_learning: bool,
+    alerted: bool,
+}
+
 /// The learned service graph. Pure: time is passed in.
 pub struct ServiceGraph {
     config: GraphConfig,
     allow_sources: Vec<(String, IpNet)>,
     /// End of the learning period, set by the first `observe`.
     learning_until: Option<i64>,
-    /// Caller → callees.
-    edges: HashMap<String, HashSet<String>>,
+    /// Caller → callee → what is known of the edge.
+    edges: HashMap<String, HashMap<String, Edge>>,
     edge_count: usize,
     sources: HashMap<String, Sources>,
     join: JoinBuffer,
@@ -225,12 +266,53 @@ impl ServiceGraph {
             .iter()
             .flat_map(|(caller, callees)| {
                 callees
-                    .iter()
+                    .keys()
                     .map(move |callee| (caller.clone(), callee.clone()))
             })
             .collect();
         edges.sort();
         edges
+    }
+
+    /// Everything learned, with when and whether each edge was new. Linear in the graph's
+    /// size (bounded by `max_edges`).
+    pub fn snapshot(&self) -> GraphSnapshot {
+        let mut edges: Vec<EdgeSnapshot> = self
+            .edges
+            .iter()
+            .flat_map(|(caller, callees)| {
+                callees.iter().map(move |(callee, e)| EdgeSnapshot {
+                    caller: caller.clone(),
+                    callee: callee.clone(),
+                    first_seen_ns: e.first_seen_ns,
+                    after_learning: e.after_learning,
+                    alerted: e.alerted,
+                })
+            })
+            .collect();
+        edges.sort_by(|a, b| (&a.caller, &a.callee).cmp(&(&b.caller, &b.callee)));
+        let mut services: BTreeMap<&str, usize> = BTreeMap::new();
+        for e in &edges {
+            services.entry(&e.caller).or_default();
+            services.entry(&e.callee).or_default();
+        }
+        for (service, sources) in &self.sources {
+            *services.entry(service).or_default() = sources.len();
+        }
+        let services = services
+            .into_iter()
+            .map(|(service, sources)| ServiceSnapshot {
+                service: service.to_owned(),
+                sources,
+            })
+            .collect();
+        GraphSnapshot {
+            enabled: self.config.enabled,
+            learning_until_ns: self.learning_until,
+            edges,
+            services,
+            stats: self.stats(),
+        }
     }
 
     pub fn stats(&self) -> GraphStats {
@@ -270,7 +352,7 @@ impl ServiceGraph {
         if matches!(kind, "CLIENT" | "PRODUCER")
             && let Some((via, callee)) = first_present(view, row, &PEER_KEYS)
         {
-            self.discover_edge(service, callee, evidence(via), learning, out);
+            self.discover_edge(service, callee, evidence(via), learning, now_ns, out);
         }
 
         // The span first, then its wait for a parent: under `max_pending` the wait is the
@@ -283,7 +365,7 @@ impl ServiceGraph {
                     span_id: &child.span_id,
                     time_ns: child.time_ns,
                 };
-                self.discover_edge(service, &child.service, evidence, learning, out);
+                self.discover_edge(service, &child.service, evidence, learning, now_ns, out);
             }
         }
 
@@ -296,7 +378,14 @@ impl ServiceGraph {
                 Some(caller) if caller == service || self.knows(caller, service) => {}
                 Some(caller) => {
                     let caller = caller.to_owned();
-                    self.discover_edge(&caller, service, evidence(VIA_PARENT), learning, out);
+                    self.discover_edge(
+                        &caller,
+                        service,
+                        evidence(VIA_PARENT),
+                        learning,
+                        now_ns,
+                        out,
+                    );
                 }
                 None => self.join.wait(
                     parent,
@@ -325,6 +414,7 @@ impl ServiceGraph {
         callee: &str,
         evidence: Evidence<'_>,
         learning: bool,
+        now_ns: i64,
         out: &mut Vec<Observation>,
     ) {
         if caller == callee || callee.is_empty() || self.knows(caller, callee) {
@@ -340,20 +430,25 @@ impl ServiceGraph {
             self.edges_over_limit += 1;
             return;
         }
-        if !learning && !self.edge_allowed(caller, callee) {
+        let alerted = !learning && !self.edge_allowed(caller, callee);
+        if alerted {
             out.push(new_edge(caller, callee, &evidence));
         }
-        self.edges
-            .entry(caller.to_owned())
-            .or_default()
-            .insert(callee.to_owned());
+        self.edges.entry(caller.to_owned()).or_default().insert(
+            callee.to_owned(),
+            Edge {
+                first_seen_ns: now_ns,
+                after_learning: !learning,
+                alerted,
+            },
+        );
         self.edge_count += 1;
     }
 
     fn knows(&self, caller: &str, callee: &str) -> bool {
         self.edges
             .get(caller)
-            .is_some_and(|callees| callees.contains(callee))
+            .is_some_and(|callees| callees.contains_key(callee))
     }
 
     fn edge_allowed(&self, caller: &str, callee: &str) -> bool {
@@ -1024,6 +1119,70 @@ mod tests {
             group(&fired[0]),
             vec![("caller", "frontend"), ("callee", "warehouse")]
         );
+    }
+
+    #[test]
+    fn snapshot_tells_learned_edges_from_new_and_alerted_ones() {
+        let mut g = graph(GraphConfig {
+            learning: Duration::from_secs(60),
+            allow: vec![AllowedEdge {
+                from: "batch".into(),
+                to: "*".into(),
+            }],
+            ..GraphConfig::default()
+        });
+        assert_eq!(g.snapshot().learning_until_ns, None);
+        observe(
+            &mut g,
+            &[call("frontend", "cart"), served("cart", "10.0.0.1")],
+            T0,
+        );
+        let late = T0 + 120 * SEC;
+        observe(
+            &mut g,
+            &[call("frontend", "admin"), call("batch", "warehouse")],
+            late,
+        );
+        let snap = g.snapshot();
+        assert!(snap.enabled);
+        assert_eq!(snap.learning_until_ns, Some(T0 + 60 * SEC));
+        let edges: Vec<_> = snap
+            .edges
+            .iter()
+            .map(|e| {
+                (
+                    e.caller.as_str(),
+                    e.callee.as_str(),
+                    e.first_seen_ns,
+                    e.after_learning,
+                    e.alerted,
+                )
+            })
+            .collect();
+        assert_eq!(
+            edges,
+            vec![
+                ("batch", "warehouse", late, true, false),
+                ("frontend", "admin", late, true, true),
+                ("frontend", "cart", T0, false, false),
+            ]
+        );
+        let services: Vec<_> = snap
+            .services
+            .iter()
+            .map(|s| (s.service.as_str(), s.sources))
+            .collect();
+        assert_eq!(
+            services,
+            vec![
+                ("admin", 0),
+                ("batch", 0),
+                ("cart", 1),
+                ("frontend", 0),
+                ("warehouse", 0)
+            ]
+        );
+        assert_eq!(snap.stats, g.stats());
     }
 
     #[test]

@@ -14,8 +14,8 @@ pub mod synthetic;
 pub mod view;
 
 pub use alert::{
-    Alert, AlertEvent, AlertKey, AlertState, AlertStateConfig, Candidate, Observation, Sample,
-    Severity, Status, Suppressed, alerts_batch,
+    Alert, AlertEvent, AlertKey, AlertState, AlertStateConfig, Candidate, ManualResolution,
+    Observation, Sample, Severity, Status, Suppressed, alerts_batch,
 };
 pub use config::DetectorConfig;
 pub use detect::Detector;

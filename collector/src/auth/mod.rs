@@ -93,6 +93,20 @@ impl Principal {
     pub fn services(&self) -> Option<&[String]> {
         self.services.as_deref()
     }
+
+    /// Whether this caller may see `service`'s data.
+    pub fn sees(&self, service: &str) -> bool {
+        self.services()
+            .is_none_or(|s| s.iter().any(|x| x == service))
+    }
+
+    /// The rows this caller's queries may see.
+    pub fn visibility(&self) -> crate::query::Visibility {
+        match &self.services {
+            Some(services) => crate::query::Visibility::Services(Arc::clone(services)),
+            None => crate::query::Visibility::All,
+        }
+    }
 }
 
 /// What happens to records a service-bound key sends under another service's name.

@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde::Deserialize;
 
-use super::{OutputFormat, QueryEngine, QueryError, Visibility, encode};
+use super::{OutputFormat, QueryEngine, QueryError, encode};
 use crate::auth::Principal;
 use crate::metrics::Metrics;
 
@@ -130,11 +130,9 @@ async fn run(
     request: QueryRequest,
 ) -> Result<(&'static str, Vec<u8>), QueryError> {
     tracing::debug!(sql = %request.sql, format = ?request.format, "query received");
-    let visibility = match caller.services() {
-        Some(services) => Visibility::Services(services.into()),
-        None => Visibility::All,
-    };
-    let result = engine.execute_as(&request.sql, &visibility).await?;
+    let result = engine
+        .execute_as(&request.sql, &caller.visibility())
+        .await?;
     // Encoding a large answer is CPU work: keep it off the async workers.
     let format = request.format;
     tokio::task::spawn_blocking(move || encode(&result, format))

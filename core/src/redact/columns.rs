@@ -44,6 +44,8 @@ fn role(signal: Signal, column: &str) -> Role {
         // `url` is the sink's configured destination (origin only), not telemetry.
         (Signal::DeadLetters, "last_error") => Role::Text,
         (Signal::DeadLetters, "payload") => Role::Body,
+        // An analyst's free text; the principal is an API key's configured name.
+        (Signal::AlertActions, "comment") => Role::Text,
         _ => Role::Keep,
     }
 }

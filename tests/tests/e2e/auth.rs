@@ -242,6 +242,17 @@ async fn every_listener_refuses_missing_unknown_and_underprivileged_keys() {
     assert_eq!(api_get(&vigil, "/metrics", Some(ANALYST)).await, 403);
     assert_eq!(api_get(&vigil, "/metrics", Some(ADMIN)).await, 200);
     assert_eq!(api_get(&vigil, "/healthz", None).await, 200);
+    // The console's pages load without a key (they ask for one); its data does not.
+    assert_eq!(api_get(&vigil, "/console/", None).await, 200);
+    assert_eq!(api_get(&vigil, "/api/v1/alerts", None).await, 401);
+    assert_eq!(
+        api_get(&vigil, "/api/v1/detector/graph", Some(INGEST)).await,
+        403
+    );
+    assert_eq!(
+        api_get(&vigil, "/api/v1/detector/graph", Some(ANALYST)).await,
+        200
+    );
     assert_eq!(
         api_get(&vigil, "/api/v1/alerts/0123456789abcdef", None).await,
         401
@@ -255,7 +266,7 @@ async fn every_listener_refuses_missing_unknown_and_underprivileged_keys() {
     // Only the accepted exports were stored (2 over HTTP, 3 over gRPC), and every refusal
     // was counted by reason.
     assert_eq!(vigil.scalar_i64("SELECT count(*) FROM logs").await, 5);
-    for (reason, at_least) in [("missing", 7.0), ("invalid", 3.0), ("forbidden", 4.0)] {
+    for (reason, at_least) in [("missing", 8.0), ("invalid", 3.0), ("forbidden", 5.0)] {
         let refused = vigil
             .metric("vigil_auth_refusals_total", &[("reason", reason)])
             .await;

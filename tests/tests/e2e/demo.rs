@@ -1,13 +1,14 @@
 //! `vigil demo` as a newcomer runs it: within a minute of start, the generated attacks are
 //! alerts an analyst can query, and the generated PII is not stored.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::harness::{Addrs, eventually, post_query, vigil_binary};
 
 /// Kills the demo when the test ends, however it ends.
-struct Demo(std::process::Child);
+pub(crate) struct Demo(std::process::Child);
 
 impl Drop for Demo {
     fn drop(&mut self) {
@@ -16,19 +17,19 @@ impl Drop for Demo {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_shows_attacks_as_alerts_within_a_minute() {
-    let dir = tempfile::tempdir().unwrap();
-    let addr_file = dir.path().join("addrs.json");
-    let _demo = Demo(
+/// Starts `vigil demo` on ephemeral loopback ports with its data in `dir`; answers once it
+/// listens.
+pub(crate) async fn start_demo(dir: &Path) -> (Demo, Addrs) {
+    let addr_file = dir.join("addrs.json");
+    let demo = Demo(
         Command::new(vigil_binary())
             .arg("demo")
             .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .args(["--api-addr", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("data"))
+            .arg(dir.join("data"))
             .arg("--addr-file")
             .arg(&addr_file)
-            .current_dir(dir.path())
+            .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -39,6 +40,13 @@ async fn the_demo_shows_attacks_as_alerts_within_a_minute() {
     })
     .await;
     let addrs: Addrs = serde_json::from_slice(&std::fs::read(&addr_file).unwrap()).unwrap();
+    (demo, addrs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_shows_attacks_as_alerts_within_a_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_demo, addrs) = start_demo(dir.path()).await;
     let query = |sql: &'static str| async move {
         let (_, body) = post_query(addrs.api, sql, "json").await;
         let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();

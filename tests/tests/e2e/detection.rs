@@ -52,18 +52,18 @@ fn logger_provider(vigil: &Vigil, service: &str) -> SdkLoggerProvider {
 
 /// One user request: frontend calls cart (CLIENT → SERVER across services), cart logs it.
 #[derive(Clone)]
-struct Request {
-    path: &'static str,
-    query: String,
-    status: i64,
-    client: String,
-    user_agent: &'static str,
+pub(crate) struct Request {
+    pub(crate) path: &'static str,
+    pub(crate) query: String,
+    pub(crate) status: i64,
+    pub(crate) client: String,
+    pub(crate) user_agent: &'static str,
     /// The service frontend calls.
-    callee: &'static str,
+    pub(crate) callee: &'static str,
 }
 
 impl Request {
-    fn benign(i: usize) -> Self {
+    pub(crate) fn benign(i: usize) -> Self {
         Request {
             path: ["/cart", "/cart/items", "/checkout"][i % 3],
             query: format!("page={}&sort=price", i % 5),
@@ -77,7 +77,7 @@ impl Request {
 
 /// Sends `requests` as traces: a frontend CLIENT span and the callee's SERVER span as its
 /// child, exported by two SDK providers as two services would.
-async fn send_requests(vigil: &Vigil, requests: Vec<Request>) {
+pub(crate) async fn send_requests(vigil: &Vigil, requests: Vec<Request>) {
     let frontend = tracer_provider(vigil, "frontend");
     let callees: Vec<(&'static str, SdkTracerProvider)> = ["cart", "payments-admin"]
         .into_iter()

@@ -5,6 +5,7 @@
 
 mod api;
 mod auth;
+mod console;
 mod demo;
 mod detection;
 mod durability;

@@ -599,16 +599,14 @@ fn scan_parquet(
         .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
     {
         let rel = path.strip_prefix(data_dir).unwrap().display().to_string();
-        let signal = if rel.contains("signal=logs") {
-            "logs"
-        } else if rel.contains("signal=spans") {
-            "spans"
-        } else if rel.contains("signal=alerts") {
-            // Planted credentials raise exposure alerts: those must not leak either.
-            "alerts"
-        } else {
-            panic!("Parquet file outside a signal partition: {rel}")
-        };
+        // Every table is searched: planted credentials raise exposure alerts, and what was
+        // redacted is counted in `redactions`; neither may hold a planted value.
+        let signal = rel
+            .split('/')
+            .find_map(|part| part.strip_prefix("signal="))
+            .and_then(vigil_core::Signal::parse)
+            .unwrap_or_else(|| panic!("Parquet file outside a signal partition: {rel}"))
+            .as_str();
         let file = std::fs::File::open(&path).unwrap();
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .unwrap_or_else(|e| panic!("{rel}: {e}"))
@@ -844,11 +842,14 @@ async fn redaction_leaves_no_raw_pii_anywhere() {
     // --- after compaction: Parquet, raw and decompressed ---------------------------------
     eventually(
         Duration::from_secs(60),
-        "WAL compacted into Parquet for both signals",
+        "WAL compacted into Parquet for both signals and the redactions table",
         || async {
             v.metric("vigil_wal_bytes", &[]).await == 0.0
                 && v.metric("vigil_parquet_files", &[("signal", "logs")]).await > 0.0
                 && v.metric("vigil_parquet_files", &[("signal", "spans")])
+                    .await
+                    > 0.0
+                && v.metric("vigil_parquet_files", &[("signal", "redactions")])
                     .await
                     > 0.0
         },
@@ -861,6 +862,10 @@ async fn redaction_leaves_no_raw_pii_anywhere() {
     // The WAL is empty, so Parquet holds every record sent.
     assert_eq!(parquet.get("logs").map_or(0, |p| p.rows), log_count);
     assert_eq!(parquet.get("spans").map_or(0, |p| p.rows), span_count);
+    assert!(
+        parquet.get("redactions").is_some_and(|p| p.rows > 0),
+        "what was redacted is on record (and was searched for planted values above)"
+    );
 
     // --- query answers --------------------------------------------------------------------
     assert_eq!(
@@ -1023,4 +1028,60 @@ async fn redaction_leaves_no_raw_pii_anywhere() {
     println!("  pseudonyms: {pseudonyms:?}");
     println!("  vigil_redactions_total by entity: {redactions:?}; by key: {by_key}");
     println!("  took {:.1?}", started.elapsed());
+}
+
+/// The `redactions` table counts, per service and entity, what the redactor replaced: the
+/// same numbers as `vigil_redactions_total`, queryable over any time range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redactions_table_counts_what_was_redacted_by_service_and_entity() {
+    use crate::detection::{AWS_KEY, send_logs};
+    use opentelemetry::logs::Severity;
+
+    let v = Vigil::start("");
+    let line = |body: String| (body, "10.0.9.1".to_owned(), Severity::Info);
+    send_logs(
+        &v,
+        "checkout",
+        vec![
+            line("receipt to ann@example.com, copy to bob@example.com".into()),
+            line("charged card 4111 1111 1111 1111".into()),
+        ],
+    )
+    .await;
+    send_logs(&v, "billing", vec![line(format!("export with {AWS_KEY}"))]).await;
+
+    let sql = "SELECT service, entity, category, sum(count) AS n FROM redactions \
+               GROUP BY service, entity, category ORDER BY service, entity";
+    let expected = vec![
+        vec!["billing", "aws_access_key_id", "secret", "1"],
+        vec!["billing", "ipv4", "pii", "1"],
+        vec!["checkout", "credit_card", "pii", "1"],
+        vec!["checkout", "email", "pii", "2"],
+        vec!["checkout", "ipv4", "pii", "2"],
+    ];
+    let rows = || async {
+        v.rows(sql)
+            .await
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_owned))
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    eventually(Duration::from_secs(30), "redactions rows", || async {
+        rows().await == expected
+    })
+    .await;
+    for (entity, n) in [("email", 2.0), ("ipv4", 3.0), ("aws_access_key_id", 1.0)] {
+        assert_eq!(
+            v.metric("vigil_redactions_total", &[("entity", entity)])
+                .await,
+            n,
+            "{entity}"
+        );
+    }
+    let signals = v.rows("SELECT DISTINCT signal FROM redactions").await;
+    assert_eq!(signals, [[Value::from("logs")]]);
 }
