@@ -94,12 +94,8 @@ async fn acknowledge(
     Extension(caller): Extension<Arc<Principal>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ActionRecord>, ApiError> {
-    let fingerprint = check_fingerprint(fingerprint)?;
-    let request = action_request(body)?;
+    let (fingerprint, request, alert) = target(&app, &caller, fingerprint, body).await?;
     let principal = caller.id.clone();
-    let alert = latest_alert(&app, &caller, &fingerprint)
-        .await?
-        .ok_or_else(|| not_found(&fingerprint))?;
     if alert.status == Status::Resolved {
         return Err(ApiError::Conflict(format!(
             "alert {fingerprint} is resolved; there is nothing to acknowledge"
@@ -133,12 +129,8 @@ async fn resolve(
     Extension(caller): Extension<Arc<Principal>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ActionRecord>, ApiError> {
-    let fingerprint = check_fingerprint(fingerprint)?;
-    let request = action_request(body)?;
+    let (fingerprint, request, stored) = target(&app, &caller, fingerprint, body).await?;
     let principal = caller.id.clone();
-    let stored = latest_alert(&app, &caller, &fingerprint)
-        .await?
-        .ok_or_else(|| not_found(&fingerprint))?;
     // The detector resolves its own firing alert; one it does not hold (fired before a
     // restart) is resolved from its stored state, so it cannot stay firing in the table.
     let stale = (stored.status == Status::Firing).then(|| stored.clone());
@@ -168,6 +160,22 @@ async fn resolve(
         status: resolved.status,
         resolved_time: resolved.resolved_ns.map(rfc3339),
     }))
+}
+
+/// What an action is about: the checked fingerprint, the request body and the alert's latest
+/// state as the caller may see it (404 otherwise).
+async fn target(
+    app: &AppState,
+    caller: &Principal,
+    fingerprint: String,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(String, ActionRequest, Alert), ApiError> {
+    let fingerprint = check_fingerprint(fingerprint)?;
+    let request = action_request(body)?;
+    let alert = latest_alert(app, caller, &fingerprint)
+        .await?
+        .ok_or_else(|| not_found(&fingerprint))?;
+    Ok((fingerprint, request, alert))
 }
 
 fn not_found(fingerprint: &str) -> ApiError {

@@ -15,11 +15,10 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
-use opentelemetry::logs::Severity;
 use serde_json::{Value, json};
 
 use crate::demo::start_demo;
-use crate::detection::{AWS_KEY, Request, send_logs, send_requests};
+use crate::detection::{Request, leak_key, send_requests};
 use crate::harness::{Vigil, eventually, post_query};
 
 const EXPOSURE: &str = "exposure.secret_in_telemetry";
@@ -68,19 +67,6 @@ fn json_sink(addr: SocketAddr) -> String {
          format = \"json\"\nurl = \"http://{addr}/hook\"\ngroup_wait = \"0s\"\ngroup_interval = \"1s\"\n\
          initial_backoff = \"200ms\"\nmax_backoff = \"1s\"\n"
     )
-}
-
-async fn leak_key(vigil: &Vigil, service: &str) {
-    send_logs(
-        vigil,
-        service,
-        vec![(
-            format!("starting export with AWS_ACCESS_KEY_ID={AWS_KEY}"),
-            "10.0.9.1".into(),
-            Severity::Info,
-        )],
-    )
-    .await;
 }
 
 /// The fingerprint of the firing exposure alert of `service`, once it is in the table.

@@ -141,6 +141,20 @@ pub(crate) async fn send_logs(
     .unwrap();
 }
 
+/// Leaks a cloud key in `service`'s logs: the exposure alert fires for that service.
+pub(crate) async fn leak_key(vigil: &Vigil, service: &str) {
+    send_logs(
+        vigil,
+        service,
+        vec![(
+            format!("starting export with AWS_ACCESS_KEY_ID={AWS_KEY}"),
+            "10.0.9.1".into(),
+            Severity::Info,
+        )],
+    )
+    .await;
+}
+
 async fn benign_traffic(vigil: &Vigil, from: usize, n: usize) {
     send_requests(vigil, (from..from + n).map(Request::benign).collect()).await;
     let lines = (from..from + n)

@@ -16,11 +16,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use opentelemetry::logs::Severity;
 use serde_json::Value;
 use sha2::Sha256;
 
-use crate::detection::{AWS_KEY, send_logs};
+use crate::detection::{AWS_KEY, leak_key};
 use crate::harness::{Vigil, eventually};
 
 /// How the receiver answers on one path.
@@ -247,20 +246,6 @@ fn alerts_config(sinks: &[String]) -> String {
         "[alerts]\negress_allow = [\"127.0.0.1\"]\n\n{}",
         sinks.join("\n")
     )
-}
-
-/// Leaks a cloud key in `service`'s logs: the exposure alert fires for that service.
-async fn leak_key(vigil: &Vigil, service: &str) {
-    send_logs(
-        vigil,
-        service,
-        vec![(
-            format!("starting export with AWS_ACCESS_KEY_ID={AWS_KEY}"),
-            "10.0.9.1".into(),
-            Severity::Info,
-        )],
-    )
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
