@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router, middleware};
 use vigil_core::Redactor;
 
+use crate::audit::{self, AuditDetail, AuditLog};
 use crate::auth::{self, Auth, Principal};
 use crate::detection::{DetectorHandle, DetectorUnavailable};
 use crate::metrics::Metrics;
@@ -62,13 +63,14 @@ pub fn router(parts: ApiParts) -> Router {
         metrics: parts.metrics.clone(),
         auth: parts.auth.clone(),
     };
+    let (app_appender, app_redactor) = (parts.appender.clone(), parts.redactor.clone());
     let app = AppState {
         engine: parts.engine.clone(),
         detector: parts.detector,
         appender: parts.appender,
         redactor: parts.redactor,
     };
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -77,8 +79,19 @@ pub fn router(parts: ApiParts) -> Router {
         .merge(query::router(parts.engine, parts.metrics))
         .merge(triage::routes().with_state(app.clone()))
         .merge(detector::routes().with_state(app))
-        .merge(console::routes())
-        .layer(middleware::from_fn_with_state(parts.auth, auth::require))
+        .merge(console::routes());
+    // The audit trail records who did what; with auth off everyone is `anonymous` on a
+    // loopback-only Vigil, and there is no one to hold to account.
+    let router = if parts.auth.enabled() {
+        router.layer(middleware::from_fn_with_state(
+            AuditLog::new(app_appender, app_redactor),
+            audit::record,
+        ))
+    } else {
+        router
+    };
+    // Outermost: authentication runs first, so the audit layer sees the caller.
+    router.layer(middleware::from_fn_with_state(parts.auth, auth::require))
 }
 
 /// `POST /api/v1/admin/reload`: re-reads the API key file, like SIGHUP. 200 with the number
@@ -90,7 +103,13 @@ async fn reload(
     match s.auth.reload() {
         Ok(keys) => {
             tracing::info!(by = %caller.id, keys, "API keys reloaded through the admin API");
-            Json(serde_json::json!({ "keys": keys })).into_response()
+            let mut response = Json(serde_json::json!({ "keys": keys })).into_response();
+            response.extensions_mut().insert(AuditDetail {
+                action: Some("reload"),
+                detail: Some(format!("{keys} keys valid")),
+                rows: None,
+            });
+            response
         }
         Err(e) => (
             StatusCode::UNPROCESSABLE_ENTITY,

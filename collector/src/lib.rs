@@ -2,6 +2,7 @@
 //! the DataFusion SQL engine, the HTTP API and the webhook sinks. `topology` wires them; `main.rs` is the CLI.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod demo;

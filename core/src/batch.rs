@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::redact::Findings;
 use crate::schema::{
-    alert_actions_schema, alerts_schema, dead_letters_schema, logs_schema, redactions_schema,
-    spans_schema,
+    alert_actions_schema, alerts_schema, audit_schema, dead_letters_schema, logs_schema,
+    redactions_schema, spans_schema,
 };
 
 /// Which table a batch belongs to: the two telemetry signals Vigil ingests, and the records
@@ -23,17 +23,19 @@ pub enum Signal {
     DeadLetters,
     Redactions,
     AlertActions,
+    Audit,
 }
 
 impl Signal {
     /// Every table storage keeps.
-    pub const ALL: [Signal; 6] = [
+    pub const ALL: [Signal; 7] = [
         Signal::Logs,
         Signal::Spans,
         Signal::Alerts,
         Signal::DeadLetters,
         Signal::Redactions,
         Signal::AlertActions,
+        Signal::Audit,
     ];
     /// The signals that arrive over OTLP.
     pub const TELEMETRY: [Signal; 2] = [Signal::Logs, Signal::Spans];
@@ -47,6 +49,7 @@ impl Signal {
             Signal::DeadLetters => "dead_letters",
             Signal::Redactions => "redactions",
             Signal::AlertActions => "alert_actions",
+            Signal::Audit => "audit",
         }
     }
 
@@ -58,6 +61,7 @@ impl Signal {
             Signal::DeadLetters => dead_letters_schema(),
             Signal::Redactions => redactions_schema(),
             Signal::AlertActions => alert_actions_schema(),
+            Signal::Audit => audit_schema(),
         }
     }
 
@@ -69,6 +73,7 @@ impl Signal {
             "dead_letters" => Some(Signal::DeadLetters),
             "redactions" => Some(Signal::Redactions),
             "alert_actions" => Some(Signal::AlertActions),
+            "audit" => Some(Signal::Audit),
             _ => None,
         }
     }

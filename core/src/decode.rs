@@ -153,6 +153,8 @@ impl Rejections {
             (Signal::Redactions, _) => "redaction records",
             (Signal::AlertActions, 1) => "alert action",
             (Signal::AlertActions, _) => "alert actions",
+            (Signal::Audit, 1) => "audit record",
+            (Signal::Audit, _) => "audit records",
         };
         let reasons: Vec<String> = Reason::ALL
             .iter()

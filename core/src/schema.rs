@@ -192,6 +192,32 @@ static ALERT_ACTIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+static AUDIT: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        // When the request arrived.
+        ts("time"),
+        // Who: the key's or token's id, or `anonymous` with auth off.
+        utf8("principal", false),
+        // What, in a word: `query`, `alert_detail`, `acknowledge`, `reload`, ...
+        utf8("action", false),
+        utf8("method", false),
+        utf8("path", false),
+        // The HTTP status answered.
+        Field::new("status", DataType::UInt16, false),
+        // The SQL of a query or the comment of a triage action, redacted like everything.
+        utf8("detail", true),
+        // Rows answered, for queries.
+        Field::new("rows", DataType::UInt64, true),
+        Field::new("elapsed_ms", DataType::UInt64, false),
+    ]))
+});
+
+/// Schema of the `audit` table: every API request an authenticated caller made (queries,
+/// triage and admin actions), readable by admins only.
+pub fn audit_schema() -> SchemaRef {
+    AUDIT.clone()
+}
+
 /// Schema of the `logs` table.
 pub fn logs_schema() -> SchemaRef {
     LOGS.clone()

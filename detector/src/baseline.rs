@@ -1012,7 +1012,11 @@ impl Bucket {
                     source = true;
                 }
             }
-            Signal::Alerts | Signal::DeadLetters | Signal::Redactions | Signal::AlertActions => {
+            Signal::Alerts
+            | Signal::DeadLetters
+            | Signal::Redactions
+            | Signal::AlertActions
+            | Signal::Audit => {
                 return;
             }
         }

@@ -100,12 +100,9 @@ impl Principal {
             .is_none_or(|s| s.iter().any(|x| x == service))
     }
 
-    /// The rows this caller's queries may see.
+    /// What this caller's queries may see: its services' rows; the audit trail if admin.
     pub fn visibility(&self) -> crate::query::Visibility {
-        match &self.services {
-            Some(services) => crate::query::Visibility::Services(Arc::clone(services)),
-            None => crate::query::Visibility::All,
-        }
+        crate::query::Visibility::new(self.services.clone(), self.allows(Scope::Admin))
     }
 }
 

@@ -14,6 +14,7 @@ use axum::{Extension, Router};
 use serde::Deserialize;
 
 use super::{OutputFormat, QueryEngine, QueryError, encode};
+use crate::audit::AuditDetail;
 use crate::auth::Principal;
 use crate::metrics::Metrics;
 
@@ -68,12 +69,18 @@ async fn alert(
         ),
         format: OutputFormat::default(),
     };
-    match run(&api.engine, &caller, request).await {
-        Ok((content_type, body)) => {
+    let mut response = match run(&api.engine, &caller, request).await {
+        Ok((content_type, body, _)) => {
             ([(header::CONTENT_TYPE, content_type)], Body::from(body)).into_response()
         }
         Err(error) => error_response(&error),
-    }
+    };
+    response.extensions_mut().insert(AuditDetail {
+        action: Some("alert"),
+        detail: Some(fingerprint),
+        rows: None,
+    });
+    response
 }
 
 async fn query(
@@ -94,9 +101,13 @@ async fn query(
                 .into_response();
         }
     };
+    let mut sql = None;
     let outcome = match serde_json::from_slice::<QueryRequest>(&body) {
         Err(e) => Err(QueryError::Invalid(format!("malformed request body: {e}"))),
-        Ok(request) => run(&api.engine, &caller, request).await,
+        Ok(request) => {
+            sql = Some(request.sql.clone());
+            run(&api.engine, &caller, request).await
+        }
     };
     let label = match &outcome {
         Ok(_) => "ok",
@@ -108,8 +119,9 @@ async fn query(
         .query_duration
         .with_label_values(&[label])
         .observe(elapsed.as_secs_f64());
-    match outcome {
-        Ok((content_type, body)) => {
+    let mut rows = None;
+    let mut response = match outcome {
+        Ok((content_type, body, n)) => {
             tracing::info!(
                 by = %caller.id,
                 outcome = label,
@@ -117,10 +129,17 @@ async fn query(
                 bytes = body.len(),
                 "query answered"
             );
+            rows = Some(n);
             ([(header::CONTENT_TYPE, content_type)], Body::from(body)).into_response()
         }
         Err(error) => error_response(&error),
-    }
+    };
+    response.extensions_mut().insert(AuditDetail {
+        action: Some("query"),
+        detail: sql,
+        rows,
+    });
+    response
 }
 
 /// Runs a query as `caller`: a key limited to services sees only their rows.
@@ -128,16 +147,18 @@ async fn run(
     engine: &QueryEngine,
     caller: &Principal,
     request: QueryRequest,
-) -> Result<(&'static str, Vec<u8>), QueryError> {
+) -> Result<(&'static str, Vec<u8>, u64), QueryError> {
     tracing::debug!(sql = %request.sql, format = ?request.format, "query received");
     let result = engine
         .execute_as(&request.sql, &caller.visibility())
         .await?;
     // Encoding a large answer is CPU work: keep it off the async workers.
     let format = request.format;
-    tokio::task::spawn_blocking(move || encode(&result, format))
+    let rows: u64 = result.batches.iter().map(|b| b.num_rows() as u64).sum();
+    let (content_type, body) = tokio::task::spawn_blocking(move || encode(&result, format))
         .await
-        .map_err(|e| QueryError::Internal(format!("encoding task failed: {e}")))?
+        .map_err(|e| QueryError::Internal(format!("encoding task failed: {e}")))??;
+    Ok((content_type, body, rows))
 }
 
 fn status(error: &QueryError) -> StatusCode {

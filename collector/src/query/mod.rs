@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
+use datafusion::catalog::TableProvider;
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
@@ -182,7 +183,7 @@ impl QueryEngine {
     /// Runs one read-only statement over every row, under the configured timeout, memory
     /// limit and row cap. Dropping the returned future cancels the query.
     pub async fn execute(&self, sql: &str) -> Result<QueryResult, QueryError> {
-        self.execute_as(sql, &Visibility::All).await
+        self.execute_as(sql, &Visibility::all()).await
     }
 
     /// Like [`Self::execute`], seeing only the rows `visibility` allows in every table.
@@ -211,7 +212,7 @@ impl QueryEngine {
 
     /// Parses and plans `sql` without running it: what `execute` would refuse up front.
     pub async fn check(&self, sql: &str) -> Result<(), QueryError> {
-        let ctx = self.session(&Visibility::All)?;
+        let ctx = self.session(&Visibility::all())?;
         plan(&ctx, sql).await.map(drop)
     }
 
@@ -227,43 +228,73 @@ impl QueryEngine {
             .with_memory_pool(Arc::new(pool))
             .build_arc()
             .map_err(|e| QueryError::Internal(format!("cannot build the query runtime: {e}")))?;
-        let Visibility::Services(services) = visibility else {
+        if visibility.services.is_none() && visibility.audit {
             let state = SessionStateBuilder::new_from_existing(self.base.clone())
                 .with_runtime_env(runtime)
                 .build();
             return Ok(SessionContext::new_with_state(state));
-        };
-        // Not derived from `base`: that would share its catalog, and the views would replace
-        // the tables of every other query.
+        }
+        // Not derived from `base`: that would share its catalog, and these tables would
+        // replace those of every other query.
         let ctx = SessionContext::new_with_config_rt(self.base.config().clone(), runtime);
         for signal in Signal::ALL {
             let name = signal.as_str();
-            let table = Arc::new(SignalTable::new(signal, Arc::clone(&self.catalog)));
-            let allowed = services.iter().map(|s| lit(s.as_str())).collect();
+            let table: Arc<dyn TableProvider> =
+                Arc::new(SignalTable::new(signal, Arc::clone(&self.catalog)));
             let restrict = |e: DataFusionError| {
                 QueryError::Internal(format!("cannot restrict table {name}: {e}"))
             };
-            let plan = LogicalPlanBuilder::scan(name, provider_as_source(table), None)
-                .and_then(|b| {
-                    b.filter(col(vigil_core::schema::col::SERVICE).in_list(allowed, false))
-                })
-                .and_then(LogicalPlanBuilder::build)
-                .map_err(restrict)?;
-            ctx.register_table(name, Arc::new(ViewTable::new(plan, None)))
-                .map_err(restrict)?;
+            let table = match (&visibility.services, signal) {
+                (_, Signal::Audit) if !visibility.audit => continue,
+                // The audit trail is about callers, not services' data.
+                (None, _) | (_, Signal::Audit) => table,
+                (Some(services), _) => {
+                    let allowed = services.iter().map(|s| lit(s.as_str())).collect();
+                    let plan = LogicalPlanBuilder::scan(name, provider_as_source(table), None)
+                        .and_then(|b| {
+                            b.filter(col(vigil_core::schema::col::SERVICE).in_list(allowed, false))
+                        })
+                        .and_then(LogicalPlanBuilder::build)
+                        .map_err(restrict)?;
+                    Arc::new(ViewTable::new(plan, None))
+                }
+            };
+            ctx.register_table(name, table).map_err(restrict)?;
         }
         Ok(ctx)
     }
 }
 
-/// Which rows a query may see. Enforced in the query engine: the tables of a restricted
-/// query are views that filter on `service` before anything else in the plan runs, so no
-/// SQL (joins, subqueries, `information_schema`) reaches other services' rows.
-#[derive(Debug, Clone, Default)]
-pub enum Visibility {
-    #[default]
-    All,
-    Services(Arc<[String]>),
+/// What a query may see. Enforced in the query engine: for a caller limited to services, each
+/// table is a view that filters on `service` before anything else in the plan runs, so no SQL
+/// (joins, subqueries, `information_schema`) reaches other services' rows; the `audit` table
+/// exists only for admins.
+#[derive(Debug, Clone)]
+pub struct Visibility {
+    /// `Some`: only these services' rows.
+    services: Option<Arc<[String]>>,
+    /// Whether the `audit` table is there.
+    audit: bool,
+}
+
+impl Visibility {
+    /// Everything: Vigil's own queries and the CLI on a data directory.
+    pub fn all() -> Self {
+        Self {
+            services: None,
+            audit: true,
+        }
+    }
+
+    pub fn new(services: Option<Arc<[String]>>, audit: bool) -> Self {
+        Self { services, audit }
+    }
+}
+
+impl Default for Visibility {
+    fn default() -> Self {
+        Self::all()
+    }
 }
 
 /// Aborts the query task when the caller goes away (timeout, client disconnect).

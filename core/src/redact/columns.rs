@@ -31,6 +31,15 @@ enum Role {
     Keep,
 }
 
+/// The column whose value findings are counted under: the service, or for the audit trail
+/// (which is about callers, not services) the caller.
+fn owner_column(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Audit => "principal",
+        _ => col::SERVICE,
+    }
+}
+
 fn role(signal: Signal, column: &str) -> Role {
     match (signal, column) {
         (_, "attributes" | "resource" | "scope_attributes") => Role::Map,
@@ -46,6 +55,8 @@ fn role(signal: Signal, column: &str) -> Role {
         (Signal::DeadLetters, "payload") => Role::Body,
         // An analyst's free text; the principal is an API key's configured name.
         (Signal::AlertActions, "comment") => Role::Text,
+        // SQL an analyst ran may quote an address or an email in a filter.
+        (Signal::Audit, "detail") => Role::Text,
         _ => Role::Keep,
     }
 }
@@ -67,10 +78,11 @@ impl Engine {
         let signal = batch.signal();
         let records = batch.into_records();
         let schema = records.schema();
+        let owner = owner_column(signal);
         let service = records
-            .column_by_name(col::SERVICE)
+            .column_by_name(owner)
             .and_then(|c| c.as_string_opt::<i32>())
-            .ok_or_else(|| ArrowError::SchemaError("batch has no service column".into()))?;
+            .ok_or_else(|| ArrowError::SchemaError(format!("batch has no {owner} column")))?;
         let mut collector = Collector::default();
         let mut columns: Vec<ArrayRef> = records.columns().to_vec();
         for (i, field) in schema.fields().iter().enumerate() {

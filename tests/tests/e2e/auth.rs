@@ -583,3 +583,76 @@ async fn a_flooding_key_is_rate_limited_without_slowing_other_keys() {
         0.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_and_admin_actions_are_audited_and_only_admins_read_the_trail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, config) = auth_config(dir.path(), &standard_keys(), "");
+    let vigil = start(&config);
+    let as_key = |key: &'static str, sql: &'static str| async move {
+        post_query_as(vigil.addrs.api, Some(key), sql, "json")
+            .await
+            .0
+    };
+    assert_eq!(
+        as_key(
+            ANALYST,
+            "SELECT count(*) FROM logs WHERE attributes['user.email'] = 'alice@example.com'"
+        )
+        .await,
+        200
+    );
+    assert_eq!(as_key(PAYMENTS_TEAM, "SELECT 1").await, 200);
+    // The trail is not there for non-admins: not readable, not even listed.
+    assert_eq!(as_key(ANALYST, "SELECT * FROM audit").await, 400);
+    let (status, body) = post_query_as(
+        vigil.addrs.api,
+        Some(ANALYST),
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'audit'",
+        "json",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["rows"],
+        serde_json::json!([[0]])
+    );
+    let reload = reqwest::Client::new()
+        .post(format!("{}/api/v1/admin/reload", vigil.api_endpoint()))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reload.status(), 200);
+
+    let sql = "SELECT principal, action, method, path, status, detail, rows FROM audit \
+               WHERE principal <> 'ops' OR action = 'reload' ORDER BY time";
+    eventually(
+        Duration::from_secs(10),
+        "the audit rows are stored",
+        || async { vigil.rows(sql).await.len() >= 5 },
+    )
+    .await;
+    let rows = vigil.rows(sql).await;
+    let find = |principal: &str, status: u64, needle: &str| {
+        rows.iter()
+            .find(|r| {
+                r[0] == principal
+                    && r[4] == status
+                    && r[5].as_str().unwrap_or_default().contains(needle)
+            })
+            .unwrap_or_else(|| panic!("no audit row for {principal} {status} {needle}: {rows:?}"))
+            .clone()
+    };
+    let filtered = find("analyst", 200, "user.email");
+    assert_eq!(filtered[1], "query");
+    assert_eq!(filtered[2], "POST");
+    assert_eq!(filtered[3], "/api/v1/query");
+    assert_eq!(filtered[6], 1, "rows answered");
+    assert_eq!(find("analyst", 400, "FROM audit")[1], "query");
+    assert_eq!(find("payments-team", 200, "SELECT 1")[6], 1);
+    assert_eq!(find("ops", 200, "keys valid")[1], "reload");
+    // SQL is redacted like every stored text.
+    let text = serde_json::to_string(&rows).unwrap();
+    assert!(!text.contains("alice@example.com"), "{text}");
+}
