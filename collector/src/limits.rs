@@ -150,7 +150,7 @@ impl RateLimits {
         };
         self.metrics
             .rate_limited
-            .with_label_values(&[caller, limit.as_str()])
+            .with_label_values(&[self.metrics.caller_label(caller), limit.as_str()])
             .inc();
         Err(refused)
     }

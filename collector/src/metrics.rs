@@ -102,6 +102,9 @@ pub struct Metrics {
     /// Export requests refused by a rate limit, by key id and limit.
     pub rate_limited: IntCounterVec,
     services: ServiceLabels,
+    /// Caller ids used as labels: keys come from the key file, but token subjects from the
+    /// identity provider, so they are capped like services.
+    callers: ServiceLabels,
     /// Every series name registered, sorted (see [`Metrics::metric_names`]).
     names: Arc<[String]>,
 }
@@ -345,6 +348,9 @@ impl Metrics {
             services: ServiceLabels {
                 seen: Default::default(),
             },
+            callers: ServiceLabels {
+                seen: Default::default(),
+            },
             // Fields are built in the order written: every metric is registered by now.
             names: {
                 let mut names = names.take();
@@ -376,6 +382,12 @@ impl Metrics {
     }
 
     /// Counts the records of one stored batch per service.
+    /// The label value for a caller id (a key's id or `jwt:<subject>`): itself for the first
+    /// 200 callers seen, `other` after that.
+    pub fn caller_label<'a>(&self, caller: &'a str) -> &'a str {
+        self.callers.label(caller)
+    }
+
     pub fn record_services(&self, batch: &vigil_core::RedactedBatch) {
         use arrow::array::AsArray;
         let Some(column) = batch
@@ -409,5 +421,23 @@ impl Metrics {
             tracing::error!(error = %e, "cannot encode metrics");
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_labels_are_capped() {
+        let metrics = Metrics::new().unwrap();
+        let callers: Vec<String> = (0..MAX_SERVICE_LABELS + 5)
+            .map(|i| format!("jwt:user-{i}"))
+            .collect();
+        for c in &callers[..MAX_SERVICE_LABELS] {
+            assert_eq!(metrics.caller_label(c), c);
+        }
+        assert_eq!(metrics.caller_label(&callers[MAX_SERVICE_LABELS]), "other");
+        assert_eq!(metrics.caller_label(&callers[0]), callers[0]);
     }
 }

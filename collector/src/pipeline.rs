@@ -323,7 +323,7 @@ fn record_mismatch(metrics: &Metrics, binding: &Binding, records: u64) {
     };
     metrics
         .service_mismatch_records
-        .with_label_values(&[binding.key.as_str(), action])
+        .with_label_values(&[metrics.caller_label(&binding.key), action])
         .inc_by(records);
     tracing::warn!(key = %binding.key, records, action,
         "records claim a service their key is not bound to");
