@@ -1,5 +1,5 @@
 //! Authentication for the API listener: one middleware over the whole router, so a route
-//! added under `/api/` is protected without anyone remembering to protect it.
+//! added later is protected without anyone remembering to protect it.
 
 use axum::Json;
 use axum::extract::{Request, State};
@@ -9,15 +9,17 @@ use axum::response::{IntoResponse, Response};
 
 use super::{Auth, AuthError, Scope};
 
-/// The scope a path needs; `None` for what is public (probes, the console's static assets).
+/// The scope a path needs; `None` for what is public: the probes and the console's static
+/// files (which ask for a key and send it with every API call). Everything else needs a scope,
+/// so a route added later is protected without anyone remembering to protect it.
 fn scope_for(auth: &Auth, path: &str) -> Option<Scope> {
     match path {
         "/healthz" | "/readyz" => None,
         "/metrics" if auth.config().public_metrics => None,
         "/metrics" => Some(Scope::Admin),
         p if p.starts_with("/api/v1/admin/") => Some(Scope::Admin),
-        p if p == "/api" || p.starts_with("/api/") => Some(Scope::Query),
-        _ => None,
+        p if crate::api::is_console_path(p) => None,
+        _ => Some(Scope::Query),
     }
 }
 

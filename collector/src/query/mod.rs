@@ -291,12 +291,6 @@ impl Visibility {
     }
 }
 
-impl Default for Visibility {
-    fn default() -> Self {
-        Self::all()
-    }
-}
-
 /// Aborts the query task when the caller goes away (timeout, client disconnect).
 struct AbortOnDrop(tokio::task::AbortHandle);
 
