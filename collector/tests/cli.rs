@@ -10,6 +10,18 @@ fn vigil() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vigil"))
 }
 
+/// Runs `vigil check-config file`, which must fail; returns what it printed on stderr.
+#[track_caller]
+fn check_config_fails(file: &Path) -> String {
+    let out = vigil().arg("check-config").arg(file).output().unwrap();
+    assert!(
+        !out.status.success(),
+        "check-config accepted {}",
+        file.display()
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn check_config_accepts_the_shipped_config() {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/vigil.toml");
@@ -31,9 +43,7 @@ fn check_config_lists_every_problem_and_fails() {
         "[server]\ngrpc_addr = \"0.0.0.0:4317\"\n[retention]\nmax_bytes = 0\n[query]\nmax_result_rows = 0\n",
     )
     .unwrap();
-    let out = vigil().arg("check-config").arg(&file).output().unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_config_fails(&file);
     assert!(
         err.contains("server.grpc_addr = 0.0.0.0:4317 is not a loopback address"),
         "{err}"
@@ -65,9 +75,7 @@ validator = "checksum"
 "#,
     )
     .unwrap();
-    let out = vigil().arg("check-config").arg(&file).output().unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_config_fails(&file);
     for needle in [
         "redaction.custom \"employee_id\": bad pattern",
         "unclosed group",
@@ -83,9 +91,7 @@ fn check_config_reports_syntax_errors_with_the_file_name() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("broken.toml");
     std::fs::write(&file, "[storage\n").unwrap();
-    let out = vigil().arg("check-config").arg(&file).output().unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("broken.toml"));
+    assert!(check_config_fails(&file).contains("broken.toml"));
 }
 
 #[test]
@@ -204,9 +210,7 @@ query = "DROP TABLE logs"
         ),
     )
     .unwrap();
-    let out = vigil().arg("check-config").arg(&file).output().unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_config_fails(&file);
     assert!(
         err.contains("logsource product `windows` is not produced by Vigil"),
         "{err}"
@@ -235,9 +239,7 @@ url = "https://siem.example.com:8088/services/collector/event"
 "#,
     )
     .unwrap();
-    let out = vigil().arg("check-config").arg(&file).output().unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_config_fails(&file);
     assert!(
         err.contains("alerts.sinks `soc`: destination 127.0.0.1 is not in alerts.egress_allow"),
         "{err}"
@@ -271,11 +273,8 @@ fn non_loopback_listeners_need_generated_keys_and_tls_or_the_insecure_flag() {
     let exposed = "[server]\ngrpc_addr = \"0.0.0.0:4317\"\n";
     let file = dir.path().join("exposed.toml");
     std::fs::write(&file, exposed).unwrap();
-    let out = vigil().arg("check-config").arg(&file).output().unwrap();
-    assert!(
-        !out.status.success(),
-        "no auth on a public address is refused"
-    );
+    // No auth on a public address is refused.
+    check_config_fails(&file);
 
     let with_keys = format!(
         "{exposed}[auth]\nkeys_file = {:?}\n",
@@ -283,9 +282,7 @@ fn non_loopback_listeners_need_generated_keys_and_tls_or_the_insecure_flag() {
     );
     // Keys alone are not enough: TLS too, or the explicit insecure flag.
     std::fs::write(&file, &with_keys).unwrap();
-    let out = vigil().arg("check-config").arg(&file).output().unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_config_fails(&file);
     assert!(err.contains("TLS (server.tls) and authentication"), "{err}");
     let insecure = with_keys.replace("[server]\n", "[server]\nallow_insecure = true\n");
     std::fs::write(&file, insecure).unwrap();
