@@ -4,12 +4,13 @@
 //! the algorithms are pinned to an asymmetric list (`none` and HMAC cannot be configured). A
 //! scope claim maps to Vigil scopes and an optional service claim to the service binding.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use parking_lot::RwLock;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -137,17 +138,22 @@ fn is_loopback(url: &url::Url) -> bool {
     }
 }
 
-struct Cache {
-    keys: JwkSet,
+/// The provider's keys, parsed once per fetch.
+#[derive(Default)]
+struct Keys {
+    by_kid: HashMap<String, Arc<DecodingKey>>,
     fetched: Option<Instant>,
-    last_attempt: Option<Instant>,
 }
 
 /// Verifies JWTs; shared by every listener through [`super::Auth`].
 pub struct JwtVerifier {
     config: JwtConfig,
     validation: Validation,
-    cache: tokio::sync::Mutex<Cache>,
+    /// Read on every token; written after a fetch.
+    keys: RwLock<Keys>,
+    /// Held while fetching, so concurrent requests for an unknown key make one fetch; holds
+    /// the time of the last attempt.
+    fetching: tokio::sync::Mutex<Option<Instant>>,
     client: reqwest::Client,
 }
 
@@ -175,11 +181,8 @@ impl JwtVerifier {
         Ok(Self {
             config: config.clone(),
             validation,
-            cache: tokio::sync::Mutex::new(Cache {
-                keys: JwkSet { keys: Vec::new() },
-                fetched: None,
-                last_attempt: None,
-            }),
+            keys: RwLock::new(Keys::default()),
+            fetching: tokio::sync::Mutex::new(None),
             client,
         })
     }
@@ -202,33 +205,53 @@ impl JwtVerifier {
     }
 
     /// The decoding key for `kid`, fetching the JWKS when the cache is stale or lacks it.
-    async fn key(&self, kid: &str) -> Option<DecodingKey> {
-        let mut cache = self.cache.lock().await;
-        let stale = cache
-            .fetched
-            .is_none_or(|t| t.elapsed() >= self.config.jwks_refresh);
-        let known = cache.keys.find(kid).is_some();
-        let may_fetch = cache
-            .last_attempt
-            .is_none_or(|t| t.elapsed() >= self.config.jwks_min_refetch);
-        if (stale || !known) && may_fetch {
-            cache.last_attempt = Some(Instant::now());
+    async fn key(&self, kid: &str) -> Option<Arc<DecodingKey>> {
+        if let Some(key) = self.cached(kid, false) {
+            return Some(key);
+        }
+        let mut last_attempt = self.fetching.lock().await;
+        // Another request may have fetched while this one waited.
+        if let Some(key) = self.cached(kid, false) {
+            return Some(key);
+        }
+        let may_fetch = last_attempt.is_none_or(|t| t.elapsed() >= self.config.jwks_min_refetch);
+        if may_fetch {
+            *last_attempt = Some(Instant::now());
             match self.fetch().await {
-                Ok(keys) => {
-                    tracing::info!(
-                        keys = keys.keys.len(),
-                        "fetched the identity provider's JWKS"
-                    );
-                    cache.keys = keys;
-                    cache.fetched = Some(Instant::now());
+                Ok(set) => {
+                    let by_kid: HashMap<String, Arc<DecodingKey>> = set
+                        .keys
+                        .iter()
+                        .filter_map(|jwk| {
+                            let kid = jwk.common.key_id.clone()?;
+                            let key = DecodingKey::from_jwk(jwk).ok()?;
+                            Some((kid, Arc::new(key)))
+                        })
+                        .collect();
+                    tracing::info!(keys = by_kid.len(), "fetched the identity provider's JWKS");
+                    *self.keys.write() = Keys {
+                        by_kid,
+                        fetched: Some(Instant::now()),
+                    };
                 }
                 // Keys already cached stay usable while the provider is unreachable.
                 Err(e) => {
-                    tracing::warn!(error = %e, url = %self.config.jwks_url, "cannot fetch JWKS")
+                    tracing::warn!(error = %e, url = %self.config.jwks_url, "cannot fetch JWKS");
                 }
             }
         }
-        DecodingKey::from_jwk(cache.keys.find(kid)?).ok()
+        self.cached(kid, true)
+    }
+
+    /// A cached key; unless `stale_ok`, only while the cache is younger than `jwks_refresh`.
+    fn cached(&self, kid: &str, stale_ok: bool) -> Option<Arc<DecodingKey>> {
+        let keys = self.keys.read();
+        let fresh = keys
+            .fetched
+            .is_some_and(|t| t.elapsed() < self.config.jwks_refresh);
+        (fresh || stale_ok)
+            .then(|| keys.by_kid.get(kid).cloned())
+            .flatten()
     }
 
     async fn fetch(&self) -> anyhow::Result<JwkSet> {
