@@ -143,25 +143,10 @@ impl Topology {
             match &tls {
                 Some(tls) => {
                     let incoming = tls.listen(grpc, "grpc")?.into_stream();
-                    servers.spawn(async move {
-                        server
-                            .serve_with_incoming_shutdown(incoming, wait_stop(stopped))
-                            .await
-                            .context("otlp/grpc server failed")
-                    });
+                    servers.spawn(serve_grpc(server, incoming, stopped))
                 }
-                None => {
-                    servers.spawn(async move {
-                        server
-                            .serve_with_incoming_shutdown(
-                                TcpListenerStream::new(grpc),
-                                wait_stop(stopped),
-                            )
-                            .await
-                            .context("otlp/grpc server failed")
-                    });
-                }
-            }
+                None => servers.spawn(serve_grpc(server, TcpListenerStream::new(grpc), stopped)),
+            };
         }
         let http_app = receiver::http_router(
             ingest.clone(),
@@ -306,25 +291,48 @@ fn spawn_http(
 ) -> anyhow::Result<()> {
     let stop = wait_stop(stopped.clone());
     match tls {
-        Some(tls) => {
-            let listener = tls.listen(listener, name)?;
-            servers.spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await
-                    .with_context(|| format!("{name} server failed"))
-            });
-        }
-        None => {
-            servers.spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await
-                    .with_context(|| format!("{name} server failed"))
-            });
-        }
-    }
+        Some(tls) => servers.spawn(serve_on(tls.listen(listener, name)?, app, stop, name)),
+        None => servers.spawn(serve_on(listener, app, stop, name)),
+    };
     Ok(())
+}
+
+async fn serve_grpc<I, IO, IE>(
+    server: tonic::transport::server::Router,
+    incoming: I,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<()>
+where
+    I: futures::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    server
+        .serve_with_incoming_shutdown(incoming, wait_stop(stopped))
+        .await
+        .context("otlp/grpc server failed")
+}
+
+async fn serve_on<L>(
+    listener: L,
+    app: axum::Router,
+    stop: impl Future<Output = ()> + Send + 'static,
+    name: &'static str,
+) -> anyhow::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+        .with_context(|| format!("{name} server failed"))
 }
 
 /// Says loudly what is unprotected: auth or TLS off, and listeners that are reachable from
