@@ -55,7 +55,7 @@ fn wal(c: &mut Criterion) {
         .collect();
     let schema = Signal::Logs.schema();
     let dir = tempfile::tempdir().unwrap();
-    let mut writer = SegmentWriter::create(dir.path(), 1).unwrap();
+    let mut writer = SegmentWriter::create(dir.path(), 1, None).unwrap();
     let mut g = c.benchmark_group("wal");
     // A group commit of 8 concurrent 512-record requests: one frame, one write.
     g.throughput(Throughput::Elements(8 * cfg.records_per_request as u64));
@@ -94,6 +94,7 @@ fn compaction(c: &mut Criterion) {
     let options = ParquetOptions {
         row_group_rows: 128 * 1024,
         zstd_level: 3,
+        encryption: None,
     };
     let mut g = c.benchmark_group("compaction");
     g.sample_size(10);

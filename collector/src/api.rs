@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::IngestHandle;
 use crate::query::{self, QueryEngine, QueryError};
 use crate::storage::Appender;
+use crate::storage::crypto::Keyring;
 
 pub use console::is_console_path;
 
@@ -37,6 +38,8 @@ pub struct ApiParts {
     pub metrics: Metrics,
     /// Checks every request (the scope comes from the path; see [`auth::require`]).
     pub auth: Auth,
+    /// The storage keyring, reloaded with the API keys.
+    pub storage_keys: Option<Keyring>,
 }
 
 #[derive(Clone)]
@@ -44,6 +47,7 @@ struct ApiState {
     ingest: IngestHandle,
     metrics: Metrics,
     auth: Auth,
+    storage_keys: Option<Keyring>,
 }
 
 /// State of the triage and detector endpoints.
@@ -62,6 +66,7 @@ pub fn router(parts: ApiParts) -> Router {
         ingest: parts.ingest,
         metrics: parts.metrics.clone(),
         auth: parts.auth.clone(),
+        storage_keys: parts.storage_keys,
     };
     let (app_appender, app_redactor) = (parts.appender.clone(), parts.redactor.clone());
     let app = AppState {
@@ -94,28 +99,55 @@ pub fn router(parts: ApiParts) -> Router {
     router.layer(middleware::from_fn_with_state(parts.auth, auth::require))
 }
 
-/// `POST /api/v1/admin/reload`: re-reads the API key file, like SIGHUP. 200 with the number
-/// of valid keys; 422 when the file has problems (the keys in use stay valid).
+/// `POST /api/v1/admin/reload`: re-reads the API key file and the storage keyring, like
+/// SIGHUP. 200 with the number of valid API keys and the storage key now encrypting; 422 when
+/// a file has problems (what is in use stays, and the other file is still reloaded).
 async fn reload(
     State(s): State<ApiState>,
     Extension(caller): Extension<Arc<Principal>>,
 ) -> Response {
-    match s.auth.reload() {
-        Ok(keys) => {
-            tracing::info!(by = %caller.id, keys, "API keys reloaded through the admin API");
-            let mut response = Json(serde_json::json!({ "keys": keys })).into_response();
+    let unprocessable = |error: String| {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(serde_json::json!({ "error": error })),
+        )
+            .into_response()
+    };
+    if !s.auth.enabled() && s.storage_keys.is_none() {
+        return unprocessable(
+            "nothing to reload: no auth.keys_file and no storage.encryption keyring".to_owned(),
+        );
+    }
+    let keys = s.auth.enabled().then(|| s.auth.reload()).transpose();
+    let storage_key = s.storage_keys.as_ref().map(Keyring::reload).transpose();
+    match (keys, storage_key) {
+        (Ok(keys), Ok(storage_key)) => {
+            tracing::info!(by = %caller.id, ?keys, ?storage_key, "keys reloaded through the admin API");
+            let mut body = serde_json::Map::new();
+            let mut detail = Vec::new();
+            if let Some(keys) = keys {
+                body.insert("keys".into(), keys.into());
+                detail.push(format!("{keys} keys valid"));
+            }
+            if let Some(id) = storage_key {
+                detail.push(format!("storage key {id} encrypts"));
+                body.insert("storage_key".into(), id.into());
+            }
+            let mut response = Json(body).into_response();
             response.extensions_mut().insert(AuditDetail {
                 action: Some("reload"),
-                detail: Some(format!("{keys} keys valid")),
+                detail: Some(detail.join("; ")),
                 rows: None,
             });
             response
         }
-        Err(e) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(serde_json::json!({ "error": e })),
-        )
-            .into_response(),
+        (keys, storage_key) => {
+            let errors: Vec<String> = [keys.err(), storage_key.err().map(|e| e.to_string())]
+                .into_iter()
+                .flatten()
+                .collect();
+            unprocessable(errors.join("; "))
+        }
     }
 }
 

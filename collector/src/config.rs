@@ -141,6 +141,8 @@ pub struct StorageConfig {
     pub parquet_row_group_rows: usize,
     /// zstd level for Parquet pages.
     pub parquet_zstd_level: i32,
+    /// Encryption at rest of the WAL and Parquet files (off unless a keyring is configured).
+    pub encryption: crate::storage::crypto::EncryptionConfig,
 }
 
 impl Default for StorageConfig {
@@ -154,6 +156,7 @@ impl Default for StorageConfig {
             max_pending_segments: 2,
             parquet_row_group_rows: 128 * 1024,
             parquet_zstd_level: 3,
+            encryption: Default::default(),
         }
     }
 }
@@ -276,6 +279,13 @@ impl RawConfig {
             }
         }
         problems.extend(self.server.tls.validate());
+        if self.auth.client_certs.is_some() && self.server.tls.mtls.is_empty() {
+            problems.push(
+                "auth.client_certs identifies callers by their client certificates, but no \
+                 listener asks for one: list listeners in server.tls.mtls"
+                    .to_owned(),
+            );
+        }
         for (i, (a_name, a)) in listeners.iter().enumerate() {
             for (b_name, b) in listeners.iter().skip(i + 1) {
                 if a == b && a.port() != 0 {

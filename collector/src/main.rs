@@ -66,6 +66,9 @@ enum Command {
         /// API key for a Vigil with authentication on (a key with the `query` scope).
         #[arg(long = "api-key", env = "VIGIL_API_KEY", hide_env_values = true)]
         api_key: Option<String>,
+        /// With --data-dir: the storage keyring of an encrypted data directory.
+        #[arg(long, requires = "data_dir")]
+        storage_keys_file: Option<PathBuf>,
         sql: String,
     },
     /// Manage API keys.
@@ -112,6 +115,13 @@ enum KeysCommand {
         #[arg(long = "service")]
         services: Vec<String>,
     },
+    /// Make a new random storage key (AES-256) for encryption at rest. Prints the keyring
+    /// entry `id:hex`; put it first in the keyring to encrypt new files with it.
+    Storage {
+        /// Name of the key, recorded in every file it encrypts (e.g. the month it starts).
+        #[arg(long)]
+        id: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -146,8 +156,21 @@ fn main() -> ExitCode {
             data_dir,
             format,
             api_key,
+            storage_keys_file,
             sql,
-        } => run_query(url, data_dir, format, api_key.as_deref(), &sql),
+        } => {
+            let source = match data_dir {
+                Some(dir) => QuerySource::DataDir {
+                    dir,
+                    storage_keys_file,
+                },
+                None => QuerySource::Url {
+                    url: url.unwrap_or_else(|| "http://127.0.0.1:8080".into()),
+                    api_key,
+                },
+            };
+            run_query(source, format, &sql)
+        }
         Command::Keys {
             command:
                 KeysCommand::Generate {
@@ -156,6 +179,11 @@ fn main() -> ExitCode {
                     services,
                 },
         } => generate_key(&id, &scopes, &services),
+        Command::Keys {
+            command: KeysCommand::Storage { id },
+        } => storage::crypto::generate_entry(&id)
+            .map(|entry| println!("{entry}"))
+            .map_err(anyhow::Error::from),
         Command::CheckConfig { file } => check_config(&file),
         Command::Rules {
             command: RulesCommand::Test { dir, config },
@@ -262,20 +290,26 @@ async fn shutdown_signal() {
     }
 }
 
-fn run_query(
-    url: Option<String>,
-    data_dir: Option<PathBuf>,
-    format: CliFormat,
-    api_key: Option<&str>,
-    sql: &str,
-) -> anyhow::Result<()> {
+/// Where `vigil query` gets its answer.
+enum QuerySource {
+    Url {
+        url: String,
+        api_key: Option<String>,
+    },
+    DataDir {
+        dir: PathBuf,
+        storage_keys_file: Option<PathBuf>,
+    },
+}
+
+fn run_query(source: QuerySource, format: CliFormat, sql: &str) -> anyhow::Result<()> {
     let result = runtime()?.block_on(async {
-        match data_dir {
-            Some(dir) => query_data_dir(&dir, sql).await,
-            None => {
-                let url = url.as_deref().unwrap_or("http://127.0.0.1:8080");
-                query_url(url, api_key, sql).await
-            }
+        match source {
+            QuerySource::DataDir {
+                dir,
+                storage_keys_file,
+            } => query_data_dir(&dir, storage_keys_file, sql).await,
+            QuerySource::Url { url, api_key } => query_url(&url, api_key.as_deref(), sql).await,
         }
     })?;
     let out = match format {
@@ -292,12 +326,20 @@ fn run_query(
     Ok(())
 }
 
-async fn query_data_dir(dir: &Path, sql: &str) -> anyhow::Result<QueryResult> {
+async fn query_data_dir(
+    dir: &Path,
+    storage_keys_file: Option<PathBuf>,
+    sql: &str,
+) -> anyhow::Result<QueryResult> {
     if !dir.is_dir() {
         bail!("{} is not a directory", dir.display());
     }
-    let catalog = storage::open_read_only(dir)?;
-    let engine = QueryEngine::new(catalog, Default::default())?;
+    let keyring = storage::crypto::Keyring::load(&storage::crypto::EncryptionConfig {
+        keys_env: None,
+        keys_file: storage_keys_file,
+    })?;
+    let catalog = storage::open_read_only(dir, keyring.as_ref())?;
+    let engine = QueryEngine::new(catalog, Default::default())?.with_storage_keys(keyring);
     Ok(engine.execute(sql).await?)
 }
 
@@ -380,6 +422,8 @@ fn load_rules(
 
 fn check_config(file: &Path) -> anyhow::Result<()> {
     let config = RawConfig::load(file)?.validate()?;
+    storage::crypto::Keyring::load(&config.storage.encryption)
+        .context("cannot load the storage keyring ([storage.encryption])")?;
     let rules = load_rules(&config.detector)?;
     runtime()?.block_on(async {
         let catalog = Arc::new(vigil_collector::storage::catalog::Catalog::new());

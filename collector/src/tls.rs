@@ -348,19 +348,45 @@ pub struct TlsConn {
     remote: SocketAddr,
 }
 
-/// Connection info tonic hands to requests (`request.extensions()`).
+/// What requests learn about their TLS connection (tonic puts it in `request.extensions()`,
+/// axum as `ConnectInfo<TlsConnectInfo>`).
 #[derive(Debug, Clone)]
 pub struct TlsConnectInfo {
     pub remote: SocketAddr,
+    /// The leaf certificate the client presented, verified against the client CA (mutual
+    /// TLS listeners only).
+    pub client_certificate: Option<Arc<CertificateDer<'static>>>,
+}
+
+impl TlsConn {
+    fn connect_info(&self) -> TlsConnectInfo {
+        let client_certificate = self
+            .stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(<[CertificateDer<'static>]>::first)
+            .map(|leaf| Arc::new(leaf.clone()));
+        TlsConnectInfo {
+            remote: self.remote,
+            client_certificate,
+        }
+    }
 }
 
 impl tonic::transport::server::Connected for TlsConn {
     type ConnectInfo = TlsConnectInfo;
 
     fn connect_info(&self) -> TlsConnectInfo {
-        TlsConnectInfo {
-            remote: self.remote,
-        }
+        TlsConn::connect_info(self)
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for TlsConnectInfo
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        stream.io().connect_info()
     }
 }
 

@@ -37,7 +37,8 @@ use crate::query::QueryEngine;
 use crate::receiver;
 use crate::sinks::SinkStage;
 use crate::storage::Storage;
-use crate::tls::Tls;
+use crate::storage::crypto::Keyring;
+use crate::tls::{Tls, TlsConnectInfo};
 
 /// Where the listeners actually bound (ports may have been 0 in the config).
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -64,14 +65,17 @@ impl Topology {
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         let metrics = Metrics::new().context("cannot register metrics")?;
 
+        let storage_keys = Keyring::load(&config.storage.encryption)
+            .context("cannot load the storage keyring ([storage.encryption])")?;
         let storage = {
-            let (s, r, q, m) = (
+            let (s, r, q, k, m) = (
                 config.storage.clone(),
                 config.retention.clone(),
                 config.ingest.max_in_flight_requests,
+                storage_keys.clone(),
                 metrics.clone(),
             );
-            tokio::task::spawn_blocking(move || Storage::open(&s, &r, q, m))
+            tokio::task::spawn_blocking(move || Storage::open(&s, &r, q, k, m))
                 .await
                 .context("storage start-up task failed")?
                 .with_context(|| {
@@ -122,7 +126,10 @@ impl Topology {
             metrics.clone(),
             &config.ingest,
         );
-        let engine = Arc::new(QueryEngine::new(storage.catalog(), config.query.clone())?);
+        let engine = Arc::new(
+            QueryEngine::new(storage.catalog(), config.query.clone())?
+                .with_storage_keys(storage_keys.clone()),
+        );
         detection::check_sql_rules(&config.detector.sql, &engine)
             .await
             .map_err(|p| {
@@ -170,12 +177,13 @@ impl Topology {
             redactor,
             metrics: metrics.clone(),
             auth: auth.clone(),
+            storage_keys: storage_keys.clone(),
         });
         spawn_http(&mut servers, api, api_app, tls.as_ref(), &stopped, "api")?;
         if let Some(tls) = &tls {
             servers.spawn(tls.clone().watch(stopped.clone()));
         }
-        servers.spawn(reload_on_sighup(auth, tls, stopped));
+        servers.spawn(reload_on_sighup(auth, tls, storage_keys, stopped));
 
         tracing::info!(grpc = %addrs.grpc, http = %addrs.http, api = %addrs.api, "vigil is listening");
         Ok(Self {
@@ -248,11 +256,12 @@ async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr} ({name})"))
 }
 
-/// SIGHUP re-reads the API key file and the TLS files (rotation without a restart). A file
-/// with problems leaves what is in use unchanged.
+/// SIGHUP re-reads the API key file, the TLS files and the storage keyring (rotation without
+/// a restart). A file with problems leaves what is in use unchanged.
 async fn reload_on_sighup(
     auth: Auth,
     tls: Option<Tls>,
+    storage_keys: Option<Keyring>,
     stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -263,12 +272,20 @@ async fn reload_on_sighup(
         tokio::select! {
             () = &mut stop => return Ok(()),
             _ = hup.recv() => {
-                tracing::info!("received SIGHUP: reloading API keys and TLS files");
+                tracing::info!("received SIGHUP: reloading API keys, TLS files and storage keys");
                 if auth.enabled() && let Err(e) = auth.reload() {
                     tracing::error!(error = %e, "cannot reload API keys; the keys in use stay valid");
                 }
                 if let Some(tls) = &tls && let Err(e) = tls.reload() {
                     tracing::error!(error = %e, "cannot reload TLS files; the certificate in use stays");
+                }
+                match storage_keys.as_ref().map(Keyring::reload) {
+                    Some(Ok(active)) => tracing::info!(active, "storage keyring reloaded"),
+                    Some(Err(e)) => tracing::error!(
+                        error = %e,
+                        "cannot reload the storage keyring; the keys in use stay"
+                    ),
+                    None => {}
                 }
             }
         }
@@ -291,8 +308,23 @@ fn spawn_http(
 ) -> anyhow::Result<()> {
     let stop = wait_stop(stopped.clone());
     match tls {
-        Some(tls) => servers.spawn(serve_on(tls.listen(listener, name)?, app, stop, name)),
-        None => servers.spawn(serve_on(listener, app, stop, name)),
+        // Requests learn their connection's client certificate (mTLS identities).
+        Some(tls) => {
+            let listener = tls.listen(listener, name)?;
+            let app = app.into_make_service_with_connect_info::<TlsConnectInfo>();
+            servers.spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+                    .with_context(|| format!("{name} server failed"))
+            })
+        }
+        None => servers.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+                .with_context(|| format!("{name} server failed"))
+        }),
     };
     Ok(())
 }
@@ -317,22 +349,6 @@ where
         .serve_with_incoming_shutdown(incoming, wait_stop(stopped))
         .await
         .context("otlp/grpc server failed")
-}
-
-async fn serve_on<L>(
-    listener: L,
-    app: axum::Router,
-    stop: impl Future<Output = ()> + Send + 'static,
-    name: &'static str,
-) -> anyhow::Result<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-        .with_context(|| format!("{name} server failed"))
 }
 
 /// Says loudly what is unprotected: auth or TLS off, and listeners that are reachable from

@@ -31,11 +31,8 @@ pub async fn require(State(auth): State<Auth>, mut request: Request, next: Next)
     let Some(scope) = scope_for(&auth, request.uri().path()) else {
         return next.run(request).await;
     };
-    let authorization = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes());
-    match auth.authorize(authorization, scope).await {
+    let credentials = super::Credentials::of(request.headers(), request.extensions());
+    match auth.authorize(credentials, scope).await {
         Ok(principal) => {
             request.extensions_mut().insert(principal);
             next.run(request).await
@@ -47,8 +44,8 @@ pub async fn require(State(auth): State<Auth>, mut request: Request, next: Next)
 fn refusal(e: &AuthError) -> Response {
     let body = Json(serde_json::json!({ "error": e.to_string() }));
     match e {
-        AuthError::Forbidden { .. } => (StatusCode::FORBIDDEN, body).into_response(),
-        AuthError::Missing | AuthError::Invalid => (
+        e if e.is_forbidden() => (StatusCode::FORBIDDEN, body).into_response(),
+        _ => (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer realm=\"vigil\"")],
             body,

@@ -6,6 +6,7 @@
 //! (all scopes, every service). Configuration refuses that unless every listener is on loopback.
 
 mod binding;
+pub mod cert;
 mod http;
 pub mod jwt;
 pub mod keys;
@@ -15,13 +16,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, LazyLock};
 
 use parking_lot::RwLock;
+use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
 
 pub use self::binding::{Binding, BindingOutcome};
+use self::cert::{CertError, CertIdentities, ClientCertConfig};
 pub use self::http::require;
 use self::jwt::{JwtConfig, JwtVerifier};
 use self::keys::KeySet;
 use crate::metrics::Metrics;
+use crate::tls::TlsConnectInfo;
 
 /// What a key may do. Least privilege: no scope implies another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -132,11 +136,14 @@ pub struct AuthConfig {
     /// OAuth 2.0 / OIDC bearer tokens (JWTs) verified against an identity provider's JWKS,
     /// accepted besides the keys. Setting it turns authentication on.
     pub jwt: Option<JwtConfig>,
+    /// Client certificates on mutual-TLS listeners as identities bound to the service they
+    /// name. Setting it turns authentication on.
+    pub client_certs: Option<ClientCertConfig>,
 }
 
 impl AuthConfig {
     pub fn enabled(&self) -> bool {
-        self.keys_file.is_some() || self.jwt.is_some()
+        self.keys_file.is_some() || self.jwt.is_some() || self.client_certs.is_some()
     }
 
     pub fn validate(&self) -> Vec<String> {
@@ -145,6 +152,9 @@ impl AuthConfig {
             .as_ref()
             .map(JwtConfig::validate)
             .unwrap_or_default();
+        if let Some(certs) = &self.client_certs {
+            problems.extend(certs.validate());
+        }
         if let Some(path) = &self.keys_file {
             match KeySet::load(path) {
                 Ok(keys) => problems.extend(self.check_keys(&keys)),
@@ -156,7 +166,7 @@ impl AuthConfig {
 
     fn check_keys(&self, keys: &KeySet) -> Vec<String> {
         let mut problems = Vec::new();
-        if keys.is_empty() && self.jwt.is_none() {
+        if keys.is_empty() && self.jwt.is_none() && self.client_certs.is_none() {
             problems.push("auth.keys_file lists no keys: nothing could connect".to_owned());
         }
         if self.service_mismatch == MismatchAction::Relabel {
@@ -183,6 +193,11 @@ pub enum AuthError {
     Invalid,
     #[error("key {id:?} does not have the {scope} scope", scope = scope.as_str())]
     Forbidden { id: String, scope: Scope },
+    #[error(transparent)]
+    Certificate(#[from] CertError),
+    /// A key bound to services, presented with a client certificate of another service.
+    #[error("key {id:?} is not bound to the service of client certificate {certificate:?}")]
+    NotBound { id: String, certificate: String },
 }
 
 impl AuthError {
@@ -192,7 +207,17 @@ impl AuthError {
             AuthError::Missing => "missing",
             AuthError::Invalid => "invalid",
             AuthError::Forbidden { .. } => "forbidden",
+            AuthError::Certificate(_) => "certificate",
+            AuthError::NotBound { .. } => "not_bound",
         }
+    }
+
+    /// A known caller asking for more than it may (403), rather than an unknown one (401).
+    pub fn is_forbidden(&self) -> bool {
+        matches!(
+            self,
+            AuthError::Forbidden { .. } | AuthError::NotBound { .. }
+        )
     }
 }
 
@@ -207,7 +232,43 @@ struct Inner {
     /// Swapped whole on reload: a request sees the old set or the new one, never a mix.
     keys: RwLock<Arc<KeySet>>,
     jwt: Option<JwtVerifier>,
+    certs: Option<CertIdentities>,
     metrics: Metrics,
+}
+
+/// What a caller presents: the `Authorization` header and, on a listener with mutual TLS,
+/// the client certificate its handshake verified.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    pub authorization: Option<&'a [u8]>,
+    pub certificate: Option<&'a CertificateDer<'static>>,
+}
+
+impl<'a> Credentials<'a> {
+    /// Credentials of an HTTP or gRPC request: its header, and the certificate the TLS
+    /// listener put in its extensions (tonic inserts the connection info as is; axum wraps
+    /// it in `ConnectInfo`).
+    pub fn of(headers: &'a axum::http::HeaderMap, extensions: &'a axum::http::Extensions) -> Self {
+        let connection = extensions.get::<TlsConnectInfo>().or_else(|| {
+            extensions
+                .get::<axum::extract::ConnectInfo<TlsConnectInfo>>()
+                .map(|c| &c.0)
+        });
+        Self {
+            authorization: headers
+                .get(axum::http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes()),
+            certificate: connection.and_then(|c| c.client_certificate.as_deref()),
+        }
+    }
+
+    /// Only a header value (tests, and callers without a connection).
+    pub fn header(authorization: Option<&'a [u8]>) -> Self {
+        Self {
+            authorization,
+            certificate: None,
+        }
+    }
 }
 
 impl Auth {
@@ -218,11 +279,18 @@ impl Auth {
             None => KeySet::default(),
         };
         let jwt = config.jwt.as_ref().map(JwtVerifier::new).transpose()?;
+        let certs = config
+            .client_certs
+            .as_ref()
+            .map(CertIdentities::new)
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
         let auth = Self {
             inner: Arc::new(Inner {
                 config: config.clone(),
                 keys: RwLock::new(Arc::new(keys)),
                 jwt,
+                certs,
                 metrics,
             }),
         };
@@ -238,14 +306,16 @@ impl Auth {
         &self.inner.config
     }
 
-    /// The caller behind an `Authorization` header value, if it may act with `scope`: an
-    /// API key, or a JWT when `auth.jwt` is configured.
+    /// The caller behind a request's credentials, if it may act with `scope`: an API key, a
+    /// JWT when `auth.jwt` is configured, or a client certificate when `auth.client_certs`
+    /// is. A key or token presented together with a certificate may act only for the
+    /// services both are bound to.
     pub async fn authorize(
         &self,
-        authorization: Option<&[u8]>,
+        credentials: Credentials<'_>,
         scope: Scope,
     ) -> Result<Arc<Principal>, AuthError> {
-        let result = self.check(authorization, scope).await;
+        let result = self.check(credentials, scope).await;
         if let Err(e) = &result {
             self.inner
                 .metrics
@@ -258,24 +328,27 @@ impl Auth {
 
     async fn check(
         &self,
-        authorization: Option<&[u8]>,
+        credentials: Credentials<'_>,
         scope: Scope,
     ) -> Result<Arc<Principal>, AuthError> {
         if !self.enabled() {
             return Ok(Principal::anonymous());
         }
-        let token = authorization
-            .and_then(bearer_token)
-            .ok_or(AuthError::Missing)?;
-        let principal = match &self.inner.jwt {
-            // A JWT is three base64url parts; Vigil's keys have no dots.
-            Some(jwt) if token.split('.').count() == 3 => jwt.verify(token).await?,
-            _ => self
-                .inner
-                .keys
-                .read()
-                .find(token)
-                .ok_or(AuthError::Invalid)?,
+        let certified = match (&self.inner.certs, credentials.certificate) {
+            (Some(identities), Some(cert)) => Some(identities.principal(cert)?),
+            _ => None,
+        };
+        let token = credentials.authorization.and_then(bearer_token);
+        let principal = match (token, certified) {
+            (None, None) => return Err(AuthError::Missing),
+            (None, Some(certified)) => Arc::new(certified),
+            (Some(token), certified) => {
+                let presented = self.token_principal(token).await?;
+                match certified {
+                    None => presented,
+                    Some(certified) => Arc::new(both(&presented, &certified)?),
+                }
+            }
         };
         if !principal.allows(scope) {
             return Err(AuthError::Forbidden {
@@ -284,6 +357,14 @@ impl Auth {
             });
         }
         Ok(principal)
+    }
+
+    async fn token_principal(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
+        match &self.inner.jwt {
+            // A JWT is three base64url parts; Vigil's keys have no dots.
+            Some(jwt) if token.split('.').count() == 3 => jwt.verify(token).await,
+            _ => self.inner.keys.read().find(token).ok_or(AuthError::Invalid),
+        }
     }
 
     /// Re-reads the key file. On any problem the keys in use stay as they were. Returns how
@@ -327,6 +408,23 @@ impl Auth {
     }
 }
 
+/// A key or token presented over a connection with a client certificate: the key's id and
+/// scopes, limited to the services both allow.
+fn both(presented: &Principal, certified: &Principal) -> Result<Principal, AuthError> {
+    let services = cert::narrow(presented.services.as_ref(), certified.services.as_ref());
+    if services.as_deref().is_some_and(<[String]>::is_empty) {
+        return Err(AuthError::NotBound {
+            id: presented.id.clone(),
+            certificate: certified.id.clone(),
+        });
+    }
+    Ok(Principal::new(
+        presented.id.clone(),
+        presented.scopes.clone(),
+        services,
+    ))
+}
+
 /// The token of `Bearer <token>` (scheme case-insensitive).
 fn bearer_token(value: &[u8]) -> Option<&str> {
     let value = std::str::from_utf8(value).ok()?.trim();
@@ -362,38 +460,46 @@ mod tests {
         let bearer = |k: &str| format!("Bearer {k}").into_bytes();
 
         let ci = auth
-            .authorize(Some(&bearer(&ingest_key)), Scope::Ingest)
+            .authorize(
+                Credentials::header(Some(&bearer(&ingest_key))),
+                Scope::Ingest,
+            )
             .await
             .unwrap();
         assert_eq!(ci.id, "ci");
         assert_eq!(
-            auth.authorize(Some(&bearer(&ingest_key)), Scope::Query)
-                .await
-                .unwrap_err(),
+            auth.authorize(
+                Credentials::header(Some(&bearer(&ingest_key))),
+                Scope::Query
+            )
+            .await
+            .unwrap_err(),
             AuthError::Forbidden {
                 id: "ci".into(),
                 scope: Scope::Query
             }
         );
         assert_eq!(
-            auth.authorize(None, Scope::Ingest).await.unwrap_err(),
-            AuthError::Missing
-        );
-        assert_eq!(
-            auth.authorize(Some(b"Basic abc"), Scope::Ingest)
+            auth.authorize(Credentials::header(None), Scope::Ingest)
                 .await
                 .unwrap_err(),
             AuthError::Missing
         );
         assert_eq!(
-            auth.authorize(Some(&bearer(&query_key)), Scope::Query)
+            auth.authorize(Credentials::header(Some(b"Basic abc")), Scope::Ingest)
+                .await
+                .unwrap_err(),
+            AuthError::Missing
+        );
+        assert_eq!(
+            auth.authorize(Credentials::header(Some(&bearer(&query_key))), Scope::Query)
                 .await
                 .unwrap_err(),
             AuthError::Invalid
         );
         assert!(
             auth.authorize(
-                Some(format!("bearer  {ingest_key} ").as_bytes()),
+                Credentials::header(Some(format!("bearer  {ingest_key} ").as_bytes())),
                 Scope::Ingest
             )
             .await
@@ -405,21 +511,24 @@ mod tests {
         std::fs::write(&path, listing("soc", &query_hash, "[\"query\"]")).unwrap();
         assert_eq!(auth.reload(), Ok(1));
         assert!(
-            auth.authorize(Some(&bearer(&query_key)), Scope::Query)
+            auth.authorize(Credentials::header(Some(&bearer(&query_key))), Scope::Query)
                 .await
                 .is_ok()
         );
         assert_eq!(
-            auth.authorize(Some(&bearer(&ingest_key)), Scope::Ingest)
-                .await
-                .unwrap_err(),
+            auth.authorize(
+                Credentials::header(Some(&bearer(&ingest_key))),
+                Scope::Ingest
+            )
+            .await
+            .unwrap_err(),
             AuthError::Invalid
         );
         // A broken file keeps the keys in use.
         std::fs::write(&path, "[[keys]]\nid = 1\n").unwrap();
         assert!(auth.reload().is_err());
         assert!(
-            auth.authorize(Some(&bearer(&query_key)), Scope::Query)
+            auth.authorize(Credentials::header(Some(&bearer(&query_key))), Scope::Query)
                 .await
                 .is_ok()
         );
@@ -428,7 +537,10 @@ mod tests {
     #[tokio::test]
     async fn without_a_key_file_everyone_is_anonymous() {
         let auth = Auth::new(&AuthConfig::default(), Metrics::new().unwrap()).unwrap();
-        let p = auth.authorize(None, Scope::Admin).await.unwrap();
+        let p = auth
+            .authorize(Credentials::header(None), Scope::Admin)
+            .await
+            .unwrap();
         assert_eq!(p.id, "anonymous");
         assert!(p.services().is_none());
         assert!(auth.reload().is_err());

@@ -17,21 +17,27 @@ use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
+use datafusion::config::EncryptionFactoryOptions;
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::{SessionConfig, SessionContext, SessionState};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
+use datafusion::execution::parquet_encryption::EncryptionFactory;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::logical_expr::LogicalPlanBuilder;
+use datafusion::object_store::path::Path as ObjectPath;
 use datafusion::prelude::{col, lit};
 use futures::StreamExt;
+use parquet::encryption::decrypt::FileDecryptionProperties;
+use parquet::encryption::encrypt::FileEncryptionProperties;
 use vigil_core::Signal;
 
 use crate::config::QueryConfig;
 use crate::storage::catalog::Catalog;
+use crate::storage::crypto::Keyring;
 
 pub use format::{encode, render_table};
 pub use http::router;
@@ -48,6 +54,36 @@ pub struct QueryEngine {
     /// Where queries run: CPU-bound operators that rarely yield would otherwise hold the
     /// threads that receive telemetry and fire the query timeout itself.
     runtime: QueryRuntime,
+}
+
+/// Name of the encryption factory that decrypts Vigil's Parquet files.
+const STORAGE_KEYS: &str = "vigil-storage-keys";
+
+/// Hands DataFusion the storage keyring as Parquet decryption properties. Vigil writes its
+/// files itself, so the write side is never asked for.
+#[derive(Debug)]
+struct StorageKeys(Keyring);
+
+#[async_trait::async_trait]
+impl EncryptionFactory for StorageKeys {
+    async fn get_file_encryption_properties(
+        &self,
+        _config: &EncryptionFactoryOptions,
+        _schema: &SchemaRef,
+        _file_path: &ObjectPath,
+    ) -> datafusion::error::Result<Option<Arc<FileEncryptionProperties>>> {
+        Err(DataFusionError::NotImplemented(
+            "vigil's tables are read-only through SQL".into(),
+        ))
+    }
+
+    async fn get_file_decryption_properties(
+        &self,
+        _config: &EncryptionFactoryOptions,
+        _file_path: &ObjectPath,
+    ) -> datafusion::error::Result<Option<Arc<FileDecryptionProperties>>> {
+        Ok(Some(self.0.parquet_decryption()?))
+    }
 }
 
 /// A runtime of its own for queries, shut down without waiting when the engine is dropped
@@ -178,6 +214,16 @@ impl QueryEngine {
             runtime: QueryRuntime::new(config.threads)?,
             config,
         })
+    }
+
+    /// Reads encrypted Parquet files with `keyring` (each file names its key).
+    pub fn with_storage_keys(self, keyring: Option<Keyring>) -> Self {
+        if let Some(keyring) = keyring {
+            self.base
+                .runtime_env()
+                .register_parquet_encryption_factory(STORAGE_KEYS, Arc::new(StorageKeys(keyring)));
+        }
+        self
     }
 
     /// Runs one read-only statement over every row, under the configured timeout, memory

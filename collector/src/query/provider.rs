@@ -96,7 +96,13 @@ impl SignalTable {
         let groups = file_groups(files, state.config().target_partitions())?;
         // Row-group and page pruning inside the kept files needs no predicate here: DataFusion's
         // physical filter pushdown hands the FilterExec above the union to the ParquetSource.
-        let source = ParquetSource::new(Arc::clone(&self.schema));
+        let mut source = ParquetSource::new(Arc::clone(&self.schema));
+        if let Ok(keys) = state
+            .runtime_env()
+            .parquet_encryption_factory(super::STORAGE_KEYS)
+        {
+            source = source.with_encryption_factory(keys);
+        }
         let config =
             FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
                 .with_file_groups(groups)

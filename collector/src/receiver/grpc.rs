@@ -27,7 +27,7 @@ use super::{
     INLINE_DECODE_MAX_BYTES, Logs, METRICS_LABEL, ReceiveError, Signal, Traces, admit_caller,
     decode_protobuf, export, record_received_bytes, record_rejection, run_cpu_bound,
 };
-use crate::auth::{Auth, AuthError, Scope};
+use crate::auth::{Auth, Credentials, Scope};
 use crate::config::IngestConfig;
 use crate::error::ErrorKind;
 use crate::metrics::Metrics;
@@ -134,9 +134,7 @@ fn to_status(err: &ReceiveError) -> Status {
         ReceiveError::MetricsRefused | ReceiveError::NotFound => {
             Status::unimplemented(err.to_string())
         }
-        ReceiveError::Auth(AuthError::Forbidden { .. }) => {
-            Status::permission_denied(err.to_string())
-        }
+        ReceiveError::Auth(e) if e.is_forbidden() => Status::permission_denied(err.to_string()),
         ReceiveError::Auth(_) => Status::unauthenticated(err.to_string()),
         // HTTP-only refusals; listed so the mapping stays total.
         ReceiveError::UnsupportedMediaType(_)
@@ -220,14 +218,14 @@ where
             }
             // Authenticate and admit before the message is read or decompressed: an unknown
             // caller or an overloaded Vigil is refused without expanding it.
-            let authorization = request.headers().get("authorization").map(|v| v.as_bytes());
+            let credentials = Credentials::of(request.headers(), request.extensions());
             let admission = match G::TABLE {
-                Some(table) => admit_caller(&state.auth, &state.ingest, table, authorization)
+                Some(table) => admit_caller(&state.auth, &state.ingest, table, credentials)
                     .await
                     .map(Some),
                 None => state
                     .auth
-                    .authorize(authorization, Scope::Ingest)
+                    .authorize(credentials, Scope::Ingest)
                     .await
                     .map(|_| None)
                     .map_err(ReceiveError::Auth),

@@ -8,9 +8,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header::{
-    ACCEPT_ENCODING, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+    ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
 };
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
@@ -24,7 +24,7 @@ use super::{
     INLINE_DECODE_MAX_BYTES, Logs, METRICS_LABEL, ReceiveError, Signal, Traces, admit_caller,
     decode_json, decode_protobuf, export, record_received_bytes, record_rejection, run_cpu_bound,
 };
-use crate::auth::{Auth, AuthError};
+use crate::auth::{Auth, Credentials};
 use crate::config::IngestConfig;
 use crate::error::{ErrorKind, IngestError};
 use crate::metrics::Metrics;
@@ -109,6 +109,7 @@ impl Format {
 async fn export_handler<S: Signal>(
     State(state): State<Arc<HttpState>>,
     headers: HeaderMap,
+    extensions: Extensions,
     body: Body,
 ) -> Response {
     let format = match Format::from_headers(&headers) {
@@ -116,7 +117,8 @@ async fn export_handler<S: Signal>(
         // The spec gives no format for this case; JSON is the readable one.
         Err(err) => return state.refuse(S::LABEL, Format::Json, &err),
     };
-    match receive::<S>(&state, format, &headers, body).await {
+    let credentials = Credentials::of(&headers, &extensions);
+    match receive::<S>(&state, format, &headers, credentials, body).await {
         Ok(response) => success_response(format, &response),
         Err(err) => state.refuse(S::LABEL, format, &err),
     }
@@ -126,17 +128,12 @@ async fn receive<S: Signal>(
     state: &HttpState,
     format: Format,
     headers: &HeaderMap,
+    credentials: Credentials<'_>,
     body: Body,
 ) -> Result<S::Response, ReceiveError> {
     // Authenticate and admit before reading: an unknown caller or an overloaded Vigil is
     // refused without buffering the body.
-    let admission = admit_caller(
-        &state.auth,
-        &state.ingest,
-        S::SIGNAL,
-        headers.get(AUTHORIZATION).map(HeaderValue::as_bytes),
-    )
-    .await?;
+    let admission = admit_caller(&state.auth, &state.ingest, S::SIGNAL, credentials).await?;
     let encoding = Encoding::from_headers(headers)?;
     let limit = state.max_body_bytes;
     if declared_length(headers).is_some_and(|len| len > limit) {
@@ -248,7 +245,7 @@ fn error_response(format: Format, err: &ReceiveError) -> Response {
             (StatusCode::BAD_REQUEST, Code::InvalidArgument, None)
         }
         ReceiveError::MetricsRefused => (StatusCode::NOT_FOUND, Code::Unimplemented, None),
-        ReceiveError::Auth(AuthError::Forbidden { .. }) => {
+        ReceiveError::Auth(e) if e.is_forbidden() => {
             (StatusCode::FORBIDDEN, Code::PermissionDenied, None)
         }
         ReceiveError::Auth(_) => (StatusCode::UNAUTHORIZED, Code::Unauthenticated, None),
@@ -295,7 +292,7 @@ fn error_response(format: Format, err: &ReceiveError) -> Response {
                 HeaderValue::from_static(Encoding::ACCEPTED),
             );
         }
-        ReceiveError::Auth(AuthError::Missing | AuthError::Invalid) => {
+        ReceiveError::Auth(e) if !e.is_forbidden() => {
             headers.insert(
                 WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"vigil\""),

@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::auth::{Auth, AuthError, Scope};
+use crate::auth::{Auth, AuthError, Credentials, Scope};
 use crate::error::{ErrorKind, IngestError};
 use crate::metrics::{Metrics, RejectReason};
 use crate::pipeline::{Admission, ExportOutcome, IngestHandle, Transport};
@@ -323,10 +323,10 @@ async fn admit_caller(
     auth: &Auth,
     ingest: &IngestHandle,
     signal: vigil_core::Signal,
-    authorization: Option<&[u8]>,
+    credentials: Credentials<'_>,
 ) -> Result<Admission, ReceiveError> {
     let principal = auth
-        .authorize(authorization, Scope::Ingest)
+        .authorize(credentials, Scope::Ingest)
         .await
         .map_err(ReceiveError::Auth)?;
     ingest

@@ -60,7 +60,7 @@ impl Harness {
         };
         let m = metrics.clone();
         let storage = tokio::task::spawn_blocking(move || {
-            Storage::open(&storage_config, &RetentionConfig::default(), 16, m)
+            Storage::open(&storage_config, &RetentionConfig::default(), 16, None, m)
         })
         .await
         .unwrap()

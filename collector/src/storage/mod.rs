@@ -14,6 +14,7 @@
 //! before the segment is replayed, so no record is ever both in the WAL and in Parquet.
 
 pub mod catalog;
+pub mod crypto;
 pub mod parquet;
 pub mod wal;
 
@@ -34,6 +35,7 @@ use vigil_core::{RedactedBatch, Signal};
 use crate::config::{RetentionConfig, StorageConfig, WalSync};
 use crate::metrics::Metrics;
 use catalog::Catalog;
+use crypto::Keyring;
 use parquet::{ParquetOptions, ParquetStoreError};
 use wal::{SegmentWriter, WalError};
 
@@ -101,6 +103,8 @@ struct Shared {
     wal_failed_at_ms: AtomicU64,
     started: Instant,
     closing: AtomicBool,
+    /// With a keyring, WAL segments and Parquet files are encrypted.
+    keyring: Option<Keyring>,
 }
 
 /// The running storage: owns the data directory (exclusively) and its three threads.
@@ -195,11 +199,13 @@ struct Recovered {
 
 impl Storage {
     /// Opens (or creates) the data directory, recovers it and starts the storage threads.
-    /// `queue_capacity` bounds appends waiting for the WAL writer.
+    /// `queue_capacity` bounds appends waiting for the WAL writer. With `keyring`, everything
+    /// written is encrypted with its active key (what is on disk is read with any of its keys).
     pub fn open(
         config: &StorageConfig,
         retention: &RetentionConfig,
         queue_capacity: usize,
+        keyring: Option<Keyring>,
         metrics: Metrics,
     ) -> Result<Self, StorageError> {
         let layout = Layout {
@@ -214,7 +220,8 @@ impl Storage {
         let catalog = Arc::new(Catalog::new());
         let mut recovered = HashMap::new();
         for signal in Signal::ALL {
-            recovered.insert(signal, recover(&layout, signal, &catalog, Mode::ReadWrite)?);
+            let r = recover(&layout, signal, &catalog, keyring.as_ref(), Mode::ReadWrite)?;
+            recovered.insert(signal, r);
         }
         let wal_bytes: u64 = recovered.values().map(|r| r.wal_bytes).sum();
         metrics
@@ -231,12 +238,14 @@ impl Storage {
             wal_failed_at_ms: AtomicU64::new(0),
             started: Instant::now(),
             closing: AtomicBool::new(false),
+            keyring: keyring.clone(),
         });
         update_file_gauges(&catalog, &metrics);
 
         let parquet_options = ParquetOptions {
             row_group_rows: config.parquet_row_group_rows,
             zstd_level: config.parquet_zstd_level,
+            encryption: keyring,
         };
         let (compact_tx, compact_rx) = crossbeam_channel::unbounded();
         for signal in Signal::ALL {
@@ -330,14 +339,17 @@ impl Storage {
 }
 
 /// Loads a data directory for reading only (`vigil query --data-dir`): nothing is written,
-/// truncated or deleted, and no lock is taken.
-pub fn open_read_only(data_dir: &Path) -> Result<Arc<Catalog>, StorageError> {
+/// truncated or deleted, and no lock is taken. Encrypted files need their keys in `keyring`.
+pub fn open_read_only(
+    data_dir: &Path,
+    keyring: Option<&Keyring>,
+) -> Result<Arc<Catalog>, StorageError> {
     let layout = Layout {
         root: data_dir.to_owned(),
     };
     let catalog = Arc::new(Catalog::new());
     for signal in Signal::ALL {
-        recover(&layout, signal, &catalog, Mode::ReadOnly)?;
+        recover(&layout, signal, &catalog, keyring, Mode::ReadOnly)?;
     }
     Ok(catalog)
 }
@@ -384,6 +396,7 @@ fn recover(
     layout: &Layout,
     signal: Signal,
     catalog: &Catalog,
+    keyring: Option<&Keyring>,
     mode: Mode,
 ) -> Result<Recovered, StorageError> {
     let wal_dir = layout.wal_dir(signal);
@@ -405,8 +418,9 @@ fn recover(
             }
             continue;
         }
-        match parquet::read_file_meta(&path) {
+        match parquet::read_file_meta(&path, keyring) {
             Ok(f) => files.push(f),
+            Err(e @ ParquetStoreError::Encrypted { .. }) => return Err(e.into()),
             Err(e) => tracing::error!(error = %e, "skipping unreadable parquet file"),
         }
     }
@@ -419,9 +433,10 @@ fn recover(
 
     let mut replayed = Vec::new();
     let mut wal_bytes = 0;
+    let keys = keyring.map(Keyring::keys);
     for (id, path) in segments {
         max_id = max_id.max(id);
-        let r = wal::read_segment(&path)?;
+        let r = wal::read_segment(&path, keys.as_deref())?;
         if r.discarded_bytes > 0 {
             tracing::warn!(
                 segment = %path.display(),
@@ -643,7 +658,8 @@ impl WalWriter {
         if !self.open.contains_key(&signal) {
             let id = self.next_segment.get(&signal).copied().unwrap_or(1);
             let dir = self.dirs.get(&signal).cloned().unwrap_or_default();
-            let writer = SegmentWriter::create(&dir, id)?;
+            let keys = self.shared.keyring.as_ref().map(Keyring::keys);
+            let writer = SegmentWriter::create(&dir, id, keys)?;
             self.next_segment.insert(signal, id + 1);
             let committed_len = writer.bytes();
             // The header counts too: compaction subtracts whole segment files.
@@ -900,6 +916,7 @@ mod tests {
             cfg,
             &RetentionConfig::default(),
             16,
+            None,
             Metrics::new().unwrap(),
         )
         .unwrap()
@@ -937,6 +954,7 @@ mod tests {
             &config(dir.path()),
             &RetentionConfig::default(),
             16,
+            None,
             Metrics::new().unwrap(),
         );
         assert!(matches!(err, Err(StorageError::Locked(_))));
@@ -960,6 +978,7 @@ mod tests {
         let options = ParquetOptions {
             row_group_rows: 1024,
             zstd_level: 1,
+            encryption: None,
         };
         parquet::write_segment(
             &layout.parquet_root(),
@@ -970,7 +989,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            rows(&open_read_only(dir.path()).unwrap()),
+            rows(&open_read_only(dir.path(), None).unwrap()),
             20,
             "read-only view must not double count"
         );

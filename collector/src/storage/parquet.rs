@@ -20,6 +20,7 @@ use vigil_core::Signal;
 use vigil_core::schema::col;
 
 use super::catalog::ParquetFile;
+use super::crypto::Keyring;
 use super::wal::sync_dir;
 
 const NS_PER_HOUR: i64 = 3_600_000_000_000;
@@ -44,6 +45,17 @@ pub enum ParquetStoreError {
         #[source]
         source: ParquetError,
     },
+    /// An encrypted file that cannot be decrypted: a key missing from the keyring (or no
+    /// keyring configured), or a file altered on disk. Never skipped silently.
+    #[error(
+        "cannot decrypt {path}; if its key was removed from the storage keyring, add it back \
+         (or move the file out of the data directory to start without it)"
+    )]
+    Encrypted {
+        path: PathBuf,
+        #[source]
+        source: ParquetError,
+    },
     #[error("cannot prepare batches for compaction")]
     Arrow(#[source] ArrowError),
     #[error("{path} has no `time` column statistics")]
@@ -64,16 +76,25 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ParquetStoreError + '_ {
 pub struct ParquetOptions {
     pub row_group_rows: usize,
     pub zstd_level: i32,
+    /// With a keyring, files are encrypted (footer and every column) with its active key.
+    pub encryption: Option<Keyring>,
 }
 
 impl ParquetOptions {
     fn writer_properties(&self) -> Result<WriterProperties, ParquetError> {
-        Ok(WriterProperties::builder()
+        let mut builder = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(self.zstd_level)?))
-            .set_max_row_group_row_count(Some(self.row_group_rows.max(1)))
-            .build())
+            .set_max_row_group_row_count(Some(self.row_group_rows.max(1)));
+        if let Some(keyring) = &self.encryption {
+            builder = builder
+                .with_file_encryption_properties(keyring.keys().active().parquet_encryption()?);
+        }
+        Ok(builder.build())
     }
 }
+
+/// Magic at the end of a Parquet file whose footer is encrypted.
+const ENCRYPTED_FOOTER_MAGIC: &[u8; 4] = b"PARE";
 
 /// `root/signal=<s>`: every file of one table lives below it.
 pub fn table_dir(root: &Path, signal: Signal) -> PathBuf {
@@ -178,15 +199,36 @@ fn write_file(
     })
 }
 
-/// Reads row count and `time` range from a file's footer.
-pub fn read_file_meta(path: &Path) -> Result<ParquetFile, ParquetStoreError> {
+/// Reads row count and `time` range from a file's footer, decrypting it with `keyring`
+/// when the file is encrypted.
+pub fn read_file_meta(
+    path: &Path,
+    keyring: Option<&Keyring>,
+) -> Result<ParquetFile, ParquetStoreError> {
     let file = File::open(path).map_err(io_err(path))?;
     let size_bytes = file.metadata().map_err(io_err(path))?.len();
-    let meta = ParquetMetaDataReader::new()
-        .parse_and_finish(&file)
+    let decryption = keyring
+        .map(Keyring::parquet_decryption)
+        .transpose()
         .map_err(|source| ParquetStoreError::Footer {
             path: path.to_owned(),
             source,
+        })?;
+    let meta = ParquetMetaDataReader::new()
+        .with_decryption_properties(decryption)
+        .parse_and_finish(&file)
+        .map_err(|source| {
+            if has_encrypted_footer(&file) {
+                ParquetStoreError::Encrypted {
+                    path: path.to_owned(),
+                    source,
+                }
+            } else {
+                ParquetStoreError::Footer {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
         })?;
     let time_idx = meta
         .file_metadata()
@@ -223,6 +265,17 @@ pub fn read_file_meta(path: &Path) -> Result<ParquetFile, ParquetStoreError> {
         min_time_ns: if min == i64::MAX { 0 } else { min },
         max_time_ns: if max == i64::MIN { 0 } else { max },
     })
+}
+
+fn has_encrypted_footer(file: &File) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut tail = [0u8; 4];
+    file.metadata()
+        .ok()
+        .and_then(|m| m.len().checked_sub(4))
+        .is_some_and(|at| {
+            file.read_exact_at(&mut tail, at).is_ok() && &tail == ENCRYPTED_FOOTER_MAGIC
+        })
 }
 
 /// Every file below a table directory: final `.parquet` files and leftover `.tmp` files.

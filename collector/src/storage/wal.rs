@@ -3,10 +3,18 @@
 //!
 //! Frame layout: `len: u32 LE | crc32: u32 LE | payload[len]`. A torn or corrupt frame ends
 //! the readable part of a segment: it was never acknowledged, because acks wait for the write.
+//!
+//! Header: `VIGILWAL | version: u32 LE`. Version 1 segments hold plain payloads. Version 2
+//! segments are encrypted: the header goes on with `segment id: u64 LE | key id length: u8 |
+//! key id`, and each payload is sealed with that storage key (AES-256-GCM), bound to the
+//! segment id and the frame's offset so frames cannot be moved within or between segments.
+//! A frame whose checksum holds but whose seal does not open is never dropped as a torn
+//! tail: it means a wrong key or tampering, and replay stops with an error.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Cursor, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
@@ -14,9 +22,13 @@ use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 
+use super::crypto::{CryptoError, KeySet};
+
 const MAGIC: &[u8; 8] = b"VIGILWAL";
-const VERSION: u32 = 1;
-const HEADER_LEN: u64 = 12;
+const VERSION_PLAIN: u32 = 1;
+const VERSION_ENCRYPTED: u32 = 2;
+/// Magic and version: the header of a plain segment, the start of an encrypted one's.
+const HEADER_PREFIX_LEN: usize = 12;
 const FRAME_HEADER_LEN: usize = 8;
 /// A frame larger than this is treated as corruption, not allocated.
 const MAX_FRAME_BYTES: u32 = 1 << 30;
@@ -33,6 +45,12 @@ pub enum WalError {
     Encode(#[source] ArrowError),
     #[error("{path} is not a vigil wal segment (bad header)")]
     BadHeader { path: PathBuf },
+    #[error("wal segment {path}")]
+    Crypto {
+        path: PathBuf,
+        #[source]
+        source: CryptoError,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
@@ -85,21 +103,23 @@ pub struct SegmentWriter {
     path: PathBuf,
     file: BufWriter<File>,
     bytes: u64,
+    /// The keys in force when the segment was created; their active key seals every frame.
+    keys: Option<Arc<KeySet>>,
 }
 
 impl SegmentWriter {
-    /// Creates segment `id` in `dir` (which must exist) and makes its header durable.
-    pub fn create(dir: &Path, id: u64) -> Result<Self, WalError> {
+    /// Creates segment `id` in `dir` (which must exist) and makes its header durable. With
+    /// `keys`, every frame is encrypted with their active key.
+    pub fn create(dir: &Path, id: u64, keys: Option<Arc<KeySet>>) -> Result<Self, WalError> {
         let path = dir.join(segment_file_name(id));
+        let header = header(id, keys.as_deref());
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)
             .map_err(io_err(&path))?;
         let mut file = BufWriter::with_capacity(1 << 20, file);
-        file.write_all(MAGIC).map_err(io_err(&path))?;
-        file.write_all(&VERSION.to_le_bytes())
-            .map_err(io_err(&path))?;
+        file.write_all(&header).map_err(io_err(&path))?;
         file.flush().map_err(io_err(&path))?;
         file.get_ref().sync_all().map_err(io_err(&path))?;
         sync_dir(dir)?;
@@ -107,7 +127,8 @@ impl SegmentWriter {
             id,
             path,
             file,
-            bytes: HEADER_LEN,
+            bytes: header.len() as u64,
+            keys,
         })
     }
 
@@ -123,6 +144,20 @@ impl SegmentWriter {
 
     /// Appends one frame and hands it to the OS (not yet durable: see [`Self::sync`]).
     pub fn append(&mut self, payload: &[u8]) -> Result<(), WalError> {
+        let sealed;
+        let payload = match &self.keys {
+            Some(keys) => {
+                sealed = keys
+                    .active()
+                    .seal(&frame_aad(self.id, self.bytes), payload)
+                    .map_err(|source| WalError::Crypto {
+                        path: self.path.clone(),
+                        source,
+                    })?;
+                &sealed
+            }
+            None => payload,
+        };
         let len = u32::try_from(payload.len())
             .ok()
             .filter(|l| *l <= MAX_FRAME_BYTES)
@@ -157,6 +192,75 @@ pub fn sync_dir(dir: &Path) -> Result<(), WalError> {
         .map_err(io_err(dir))
 }
 
+fn header(segment: u64, keys: Option<&KeySet>) -> Vec<u8> {
+    let mut header = MAGIC.to_vec();
+    match keys {
+        None => header.extend_from_slice(&VERSION_PLAIN.to_le_bytes()),
+        Some(keys) => {
+            let key_id = keys.active().id().as_bytes();
+            header.extend_from_slice(&VERSION_ENCRYPTED.to_le_bytes());
+            header.extend_from_slice(&segment.to_le_bytes());
+            // Key ids are at most 64 bytes (checked when the keyring is parsed).
+            header.push(u8::try_from(key_id.len()).unwrap_or(u8::MAX));
+            header.extend_from_slice(key_id);
+        }
+    }
+    header
+}
+
+/// What a sealed frame is bound to: its segment and its offset in the segment.
+fn frame_aad(segment: u64, offset: u64) -> [u8; 16] {
+    let mut aad = [0u8; 16];
+    aad[..8].copy_from_slice(&segment.to_le_bytes());
+    aad[8..].copy_from_slice(&offset.to_le_bytes());
+    aad
+}
+
+/// A parsed segment header.
+enum Header<'a> {
+    Plain,
+    Encrypted {
+        segment: u64,
+        key_id: &'a str,
+    },
+    /// Shorter than a complete header: a crash before the header was synced.
+    Incomplete,
+}
+
+fn parse_header<'a>(data: &'a [u8], path: &Path) -> Result<(Header<'a>, usize), WalError> {
+    let bad = || WalError::BadHeader {
+        path: path.to_owned(),
+    };
+    let Some((magic, rest)) = data.split_first_chunk::<8>() else {
+        return Ok((Header::Incomplete, 0));
+    };
+    if magic != MAGIC {
+        return Err(bad());
+    }
+    let Some((version, rest)) = rest.split_first_chunk::<4>() else {
+        return Ok((Header::Incomplete, 0));
+    };
+    match u32::from_le_bytes(*version) {
+        VERSION_PLAIN => Ok((Header::Plain, HEADER_PREFIX_LEN)),
+        VERSION_ENCRYPTED => {
+            let Some((segment, rest)) = rest.split_first_chunk::<8>() else {
+                return Ok((Header::Incomplete, 0));
+            };
+            let Some((id_len, rest)) = rest.split_first() else {
+                return Ok((Header::Incomplete, 0));
+            };
+            let Some(id) = rest.get(..usize::from(*id_len)) else {
+                return Ok((Header::Incomplete, 0));
+            };
+            let segment = u64::from_le_bytes(*segment);
+            let end = HEADER_PREFIX_LEN + 9 + id.len();
+            let key_id = std::str::from_utf8(id).map_err(|_| bad())?;
+            Ok((Header::Encrypted { segment, key_id }, end))
+        }
+        _ => Err(bad()),
+    }
+}
+
 /// What replaying one segment found.
 #[derive(Debug)]
 pub struct Replayed {
@@ -167,25 +271,36 @@ pub struct Replayed {
     pub discarded_bytes: u64,
 }
 
-/// Reads every intact frame of a segment. Stops at the first torn or corrupt frame.
-pub fn read_segment(path: &Path) -> Result<Replayed, WalError> {
+/// Reads every intact frame of a segment. Stops at the first torn or corrupt frame. An
+/// encrypted segment needs its key in `keys`; without it this is an error, never data loss.
+pub fn read_segment(path: &Path, keys: Option<&KeySet>) -> Result<Replayed, WalError> {
     let data = std::fs::read(path).map_err(io_err(path))?;
-    if data.len() < HEADER_LEN as usize {
+    let crypto_err = |source| WalError::Crypto {
+        path: path.to_owned(),
+        source,
+    };
+    let (header, header_len) = parse_header(&data, path)?;
+    let (key, segment) = match header {
         // A crash between creating the file and syncing its header: nothing in it was acked.
-        return Ok(Replayed {
-            batches: Vec::new(),
-            valid_len: 0,
-            discarded_bytes: data.len() as u64,
-        });
-    }
-    let header_ok = data.get(..8) == Some(MAGIC.as_slice())
-        && data.get(8..12).is_some_and(|v| v == VERSION.to_le_bytes());
-    if !header_ok {
-        return Err(WalError::BadHeader {
-            path: path.to_owned(),
-        });
-    }
-    let mut pos = HEADER_LEN as usize;
+        Header::Incomplete => {
+            return Ok(Replayed {
+                batches: Vec::new(),
+                valid_len: 0,
+                discarded_bytes: data.len() as u64,
+            });
+        }
+        Header::Plain => (None, 0),
+        Header::Encrypted { segment, key_id } => {
+            let key = keys.and_then(|k| k.get(key_id)).ok_or_else(|| {
+                crypto_err(CryptoError::UnknownKey {
+                    what: "it".into(),
+                    id: key_id.to_owned(),
+                })
+            })?;
+            (Some(key), segment)
+        }
+    };
+    let mut pos = header_len;
     let mut batches = Vec::new();
     while let Some(frame_header) = data.get(pos..pos + FRAME_HEADER_LEN) {
         let (len_bytes, crc_bytes) = frame_header.split_at(4);
@@ -201,6 +316,17 @@ pub fn read_segment(path: &Path) -> Result<Replayed, WalError> {
         if crc32fast::hash(payload) != crc {
             break;
         }
+        let opened;
+        let payload = match key {
+            Some(key) => {
+                let what = format!("frame at offset {pos}");
+                opened = key
+                    .open(&frame_aad(segment, pos as u64), payload, &what)
+                    .map_err(crypto_err)?;
+                &opened
+            }
+            None => payload,
+        };
         match decode_payload(payload) {
             Ok(mut b) => batches.append(&mut b),
             Err(_) => break,
@@ -230,8 +356,6 @@ pub fn truncate_segment(path: &Path, valid_len: u64) -> Result<(), WalError> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use arrow::array::{Int64Array, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
 
@@ -257,14 +381,14 @@ mod tests {
     #[test]
     fn frames_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = SegmentWriter::create(dir.path(), 7).unwrap();
+        let mut w = SegmentWriter::create(dir.path(), 7, None).unwrap();
         let schema = batch(1).schema();
         w.append(&encode_payload(&schema, &[batch(3), batch(2)]).unwrap())
             .unwrap();
         w.append(&encode_payload(&schema, &[batch(5)]).unwrap())
             .unwrap();
         w.sync().unwrap();
-        let r = read_segment(w.path()).unwrap();
+        let r = read_segment(w.path(), None).unwrap();
         assert_eq!(
             r.batches
                 .iter()
@@ -283,7 +407,7 @@ mod tests {
     #[test]
     fn torn_tail_is_dropped_and_truncated() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = SegmentWriter::create(dir.path(), 1).unwrap();
+        let mut w = SegmentWriter::create(dir.path(), 1, None).unwrap();
         let schema = batch(1).schema();
         w.append(&encode_payload(&schema, &[batch(4)]).unwrap())
             .unwrap();
@@ -297,7 +421,7 @@ mod tests {
         let full = std::fs::metadata(&path).unwrap().len();
         let f = OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(good + (full - good) / 2).unwrap();
-        let r = read_segment(&path).unwrap();
+        let r = read_segment(&path, None).unwrap();
         assert_eq!(r.batches.len(), 1);
         assert_eq!(r.batches[0].num_rows(), 4);
         assert_eq!(r.valid_len, good);
@@ -308,7 +432,7 @@ mod tests {
     #[test]
     fn corrupt_frame_stops_replay() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = SegmentWriter::create(dir.path(), 1).unwrap();
+        let mut w = SegmentWriter::create(dir.path(), 1, None).unwrap();
         let schema = batch(1).schema();
         w.append(&encode_payload(&schema, &[batch(2)]).unwrap())
             .unwrap();
@@ -322,9 +446,95 @@ mod tests {
         let last = data.len() - 3;
         data[last] ^= 0xff;
         std::fs::write(&path, &data).unwrap();
-        let r = read_segment(&path).unwrap();
+        let r = read_segment(&path, None).unwrap();
         assert_eq!(r.batches.len(), 1);
         assert_eq!(r.valid_len, good);
+    }
+
+    fn keys(text: &str) -> Arc<KeySet> {
+        Arc::new(KeySet::parse(text).unwrap())
+    }
+
+    const K1: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+    const K2: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+
+    #[test]
+    fn encrypted_segments_hold_no_plaintext_and_need_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = keys(&format!("old:{K1}"));
+        let mut w = SegmentWriter::create(dir.path(), 4, Some(old)).unwrap();
+        let schema = batch(1).schema();
+        w.append(&encode_payload(&schema, &[batch(40)]).unwrap())
+            .unwrap();
+        w.append(&encode_payload(&schema, &[batch(2)]).unwrap())
+            .unwrap();
+        w.sync().unwrap();
+        let raw = std::fs::read(w.path()).unwrap();
+        assert!(!raw.windows(3).any(|win| win == b"v39"), "value in clear");
+
+        // Rotated keyring: the old key is still listed, so the old segment reads.
+        let rotated = keys(&format!("new:{K2}\nold:{K1}"));
+        let r = read_segment(w.path(), Some(&rotated)).unwrap();
+        let rows: Vec<usize> = r.batches.iter().map(RecordBatch::num_rows).collect();
+        assert_eq!(rows, [40, 2]);
+        assert_eq!((r.valid_len, r.discarded_bytes), (w.bytes(), 0));
+
+        for missing in [None, Some(keys(&format!("new:{K2}")))] {
+            let err = read_segment(w.path(), missing.as_deref()).unwrap_err();
+            let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+            assert!(chain.contains("storage key `old`"), "{chain}");
+        }
+        // The same id with other key bytes is a failure, not a torn tail to cut off.
+        let impostor = keys(&format!("old:{K2}"));
+        assert!(matches!(
+            read_segment(w.path(), Some(&impostor)),
+            Err(WalError::Crypto {
+                source: CryptoError::Tampered(_),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn moved_encrypted_frames_do_not_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = keys(&format!("k:{K1}"));
+        let schema = batch(1).schema();
+        let mut a = SegmentWriter::create(dir.path(), 1, Some(Arc::clone(&ring))).unwrap();
+        a.append(&encode_payload(&schema, &[batch(3)]).unwrap())
+            .unwrap();
+        a.sync().unwrap();
+        let mut b = SegmentWriter::create(dir.path(), 2, Some(Arc::clone(&ring))).unwrap();
+        b.append(&encode_payload(&schema, &[batch(5)]).unwrap())
+            .unwrap();
+        b.sync().unwrap();
+        // Splice segment 2's frame into segment 1 (same key, same offset, valid checksum).
+        let (ra, rb) = (
+            std::fs::read(a.path()).unwrap(),
+            std::fs::read(b.path()).unwrap(),
+        );
+        let hdr_len = HEADER_PREFIX_LEN + 9 + "k".len();
+        let mut spliced = ra[..hdr_len].to_vec();
+        spliced.extend_from_slice(&rb[hdr_len..]);
+        std::fs::write(a.path(), &spliced).unwrap();
+        assert!(matches!(
+            read_segment(a.path(), Some(&ring)),
+            Err(WalError::Crypto {
+                source: CryptoError::Tampered(_),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn plain_segments_stay_readable_once_encryption_is_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = SegmentWriter::create(dir.path(), 9, None).unwrap();
+        w.append(&encode_payload(&batch(1).schema(), &[batch(6)]).unwrap())
+            .unwrap();
+        w.sync().unwrap();
+        let r = read_segment(w.path(), Some(&keys(&format!("k:{K1}")))).unwrap();
+        assert_eq!(r.batches[0].num_rows(), 6);
     }
 
     #[test]
@@ -333,7 +543,7 @@ mod tests {
         let path = dir.path().join(segment_file_name(3));
         std::fs::write(&path, b"definitely not a wal segment").unwrap();
         assert!(matches!(
-            read_segment(&path),
+            read_segment(&path, None),
             Err(WalError::BadHeader { .. })
         ));
     }

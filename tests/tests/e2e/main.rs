@@ -9,6 +9,7 @@ mod console;
 mod demo;
 mod detection;
 mod durability;
+mod encryption;
 mod harness;
 mod oidc;
 mod otlp;

@@ -7,11 +7,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use prost::Message;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
+use sha2::Digest;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::harness::{Vigil, eventually};
@@ -44,9 +46,19 @@ impl Ca {
     }
 
     fn sign(&self, common_name: &str, names: &[&str]) -> Pair {
-        let key = KeyPair::generate().unwrap();
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
+        self.sign_params(common_name, CertificateParams::new(names).unwrap())
+    }
+
+    /// A workload certificate whose only subject alternative name is a URI (SPIFFE style).
+    fn sign_uri(&self, uri: &str) -> Pair {
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
+        self.sign_params("workload", params)
+    }
+
+    fn sign_params(&self, common_name: &str, mut params: CertificateParams) -> Pair {
+        let key = KeyPair::generate().unwrap();
         params
             .distinguished_name
             .push(DnType::CommonName, common_name);
@@ -89,16 +101,47 @@ fn https_client(ca: &Ca, identity: Option<&Pair>) -> reqwest::Client {
 }
 
 async fn post_logs(client: &reqwest::Client, url: &str, n: usize) -> Result<u16, reqwest::Error> {
-    client
+    post_logs_as(client, url, "checkout", None, n)
+        .await
+        .map(|(status, _)| status)
+}
+
+/// Sends `n` records of `service`; returns the status and how many records were rejected.
+async fn post_logs_as(
+    client: &reqwest::Client,
+    url: &str,
+    service: &str,
+    key: Option<&str>,
+    n: usize,
+) -> Result<(u16, i64), reqwest::Error> {
+    let mut request = client
         .post(url)
         .header("content-type", "application/x-protobuf")
-        .body(logs_request("checkout", "tls", n, now_ns()).encode_to_vec())
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
+        .body(logs_request(service, "tls", n, now_ns()).encode_to_vec());
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await?;
+    let rejected = ExportLogsServiceResponse::decode(body)
+        .ok()
+        .and_then(|r| r.partial_success)
+        .map_or(0, |p| p.rejected_log_records);
+    Ok((status, rejected))
 }
 
 async fn grpc_export(vigil: &Vigil, ca: &Ca, identity: Option<&Pair>) -> Result<(), String> {
+    grpc_export_as(vigil, ca, identity, None).await.map(drop)
+}
+
+/// Exports 2 `checkout` records over OTLP/gRPC, with a bearer key if given.
+async fn grpc_export_as(
+    vigil: &Vigil,
+    ca: &Ca,
+    identity: Option<&Pair>,
+    key: Option<&str>,
+) -> Result<(), String> {
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&ca.pem))
         .domain_name("localhost");
@@ -112,8 +155,14 @@ async fn grpc_export(vigil: &Vigil, ca: &Ca, identity: Option<&Pair>) -> Result<
         .connect()
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    let mut request = tonic::Request::new(logs_request("checkout", "tls-grpc", 2, now_ns()));
+    if let Some(key) = key {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    }
     LogsServiceClient::new(channel)
-        .export(logs_request("checkout", "tls-grpc", 2, now_ns()))
+        .export(request)
         .await
         .map(drop)
         .map_err(|s| s.to_string())
@@ -252,4 +301,109 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
     .await;
     let still = served(ca.pem.clone()).await;
     assert_eq!(still, second.der);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_binds_the_service_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = Ca::new("vigil test server CA");
+    let client_ca = Ca::new("vigil test workload CA");
+    write_server_files(
+        dir.path(),
+        &server_ca.sign("vigil", &["localhost"]),
+        &client_ca,
+    );
+    const ANALYST: &str = "vgl_e2e_cert_test_analyst_0000000000000000000";
+    const PAYMENTS: &str = "vgl_e2e_cert_test_payments_ingest_0000000000";
+    let keys = dir.path().join("keys.toml");
+    let entry = |id: &str, key: &str, scopes: &str, services: &str| {
+        let hash: String = sha2::Sha256::digest(key.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("[[keys]]\nid = {id:?}\nhash = \"sha256:{hash}\"\nscopes = {scopes}\n{services}")
+    };
+    std::fs::write(
+        &keys,
+        entry("analyst", ANALYST, "[\"query\"]", "")
+            + &entry(
+                "payments",
+                PAYMENTS,
+                "[\"ingest\"]",
+                "services = [\"payments\"]\n",
+            ),
+    )
+    .unwrap();
+    let config = format!(
+        "{}[auth]\nkeys_file = {:?}\n[auth.client_certs]\nname = \"uri\"\n\
+         pattern = '^spiffe://vigil\\.test/sa/(?P<service>[a-z-]+)$'\n",
+        tls_config(dir.path(), &["grpc", "http"]),
+        keys.display().to_string()
+    );
+    let vigil = Vigil::start(&config);
+    let http = format!("https://localhost:{}/v1/logs", vigil.addrs.http.port());
+    let checkout = client_ca.sign_uri("spiffe://vigil.test/sa/checkout");
+    let as_checkout = https_client(&server_ca, Some(&checkout));
+
+    // The certificate alone authenticates, for the service it names and no other.
+    assert_eq!(
+        post_logs_as(&as_checkout, &http, "checkout", None, 4)
+            .await
+            .unwrap(),
+        (200, 0)
+    );
+    assert_eq!(
+        post_logs_as(&as_checkout, &http, "payments", None, 3)
+            .await
+            .unwrap(),
+        (200, 3),
+        "checkout's certificate sent payments' records"
+    );
+    // A certificate from the right CA that names no service is refused.
+    let nameless = client_ca.sign("someone", &["someone.example"]);
+    let refused = post_logs_as(
+        &https_client(&server_ca, Some(&nameless)),
+        &http,
+        "checkout",
+        None,
+        1,
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.0, 401);
+
+    // Over gRPC: a key bound to payments on checkout's connection may act for neither.
+    grpc_export_as(&vigil, &server_ca, Some(&checkout), None)
+        .await
+        .unwrap();
+    let err = grpc_export_as(&vigil, &server_ca, Some(&checkout), Some(PAYMENTS))
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("PermissionDenied") || err.contains("not bound"),
+        "{err}"
+    );
+
+    // Only checkout's records were stored: 4 over HTTP, 2 over gRPC.
+    let api = https_client(&server_ca, None);
+    let answer: serde_json::Value = api
+        .post(format!(
+            "https://localhost:{}/api/v1/query",
+            vigil.addrs.api.port()
+        ))
+        .bearer_auth(ANALYST)
+        .json(&serde_json::json!({
+            "sql": "SELECT service, count(*) AS n FROM logs GROUP BY service ORDER BY service"
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer["rows"],
+        serde_json::json!([["checkout", 6]]),
+        "{answer}"
+    );
 }
