@@ -21,10 +21,11 @@ mod validate;
 pub mod corpus;
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use foldhash::HashMap;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
