@@ -1,7 +1,6 @@
 //! Rewriting Arrow columns. A column with nothing to redact is passed on as is (no copy); one
 //! with findings is rebuilt once, with only the changed values replaced.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, MapArray, StringArray, StructArray};
@@ -9,6 +8,7 @@ use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::DataType;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
+use foldhash::{HashMap, HashSet};
 
 use super::findings::Collector;
 use super::keys::KeyDecision;
@@ -193,10 +193,10 @@ impl<'a> Ctx<'a> {
             .ok_or_else(|| ArrowError::SchemaError("map values are not strings".into()))?;
         let offsets = map.value_offsets();
         // Key decisions repeat across rows: decide each (policy, key) once per batch.
-        let mut decisions: HashMap<(*const Policy, &str), KeyDecision> = HashMap::new();
+        let mut decisions: HashMap<(*const Policy, &str), KeyDecision> = HashMap::default();
         // Values repeat too (every row of a resource carries the same resource attributes,
         // methods and routes recur): a value seen clean is not scanned again in this batch.
-        let mut clean: HashSet<&str> = HashSet::new();
+        let mut clean: HashSet<&str> = HashSet::default();
         let mut edits: Vec<(usize, Edit)> = Vec::new();
         for row in 0..map.len() {
             let (Some(&start), Some(&end)) = (offsets.get(row), offsets.get(row + 1)) else {

@@ -1,12 +1,12 @@
 //! What a batch had redacted, per service and entity: counted in metrics, and handed to the
 //! detector so a credential in a service's telemetry can raise an alert.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, StringBuilder, TimestampNanosecondBuilder, UInt64Builder};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
+use foldhash::HashMap;
 
 use super::config::Category;
 use crate::batch::{Batch, Signal};

@@ -49,7 +49,7 @@ impl Engine {
                 .redact_json(&mut value, Scope::Plain, policy, site)
                 .then(|| value.to_json());
         }
-        self.redact_field(text, policy, site)
+        self.redact_field_candidate(text, policy, site)
     }
 
     /// The `events` or `links` column of a span.
@@ -68,7 +68,7 @@ impl Engine {
                 .then(|| value.to_json()),
             // Vigil wrote this column itself, so this does not happen; if it did, the text
             // is still redacted rather than stored as is.
-            Err(_) => self.redact_field(text, policy, site),
+            Err(_) => self.redact_field_candidate(text, policy, site),
         }
     }
 

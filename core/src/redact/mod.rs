@@ -11,6 +11,7 @@ mod columns;
 mod config;
 mod detectors;
 mod findings;
+mod gate;
 mod json;
 mod keys;
 mod scan;
@@ -20,10 +21,11 @@ mod validate;
 pub mod corpus;
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use foldhash::HashMap;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -518,10 +520,25 @@ impl Engine {
     /// finding masks the whole field.
     fn redact_field(&self, text: &str, policy: &Policy, site: &mut Site<'_, '_>) -> Option<String> {
         self.redact_if_candidate(text, policy, site)
-            .map(|o| match o {
-                Outcome::Replaced(r) => r,
-                Outcome::Drop(entity) => self.marker(entity).to_owned(),
-            })
+            .map(|o| self.field_value(o))
+    }
+
+    /// [`Self::redact_field`] for text that already passed the gate.
+    fn redact_field_candidate(
+        &self,
+        text: &str,
+        policy: &Policy,
+        site: &mut Site<'_, '_>,
+    ) -> Option<String> {
+        self.redact_text(text, policy, site)
+            .map(|o| self.field_value(o))
+    }
+
+    fn field_value(&self, outcome: Outcome) -> String {
+        match outcome {
+            Outcome::Replaced(r) => r,
+            Outcome::Drop(entity) => self.marker(entity).to_owned(),
+        }
     }
 
     /// The value of a denied key; `None` means drop the attribute.

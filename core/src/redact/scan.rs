@@ -1,11 +1,13 @@
 //! One pass over a string for every detector: all patterns are compiled into a single
 //! multi-pattern automaton (regex-automata's meta engine, lazy DFA), which reports the leftmost
 //! candidate and which detector it belongs to. Only a candidate pays for captures and validation.
+//! Most strings have none, and are turned away earlier by the smaller automaton of [`Gate`].
 
 use regex_automata::meta;
 use regex_automata::util::syntax;
 use regex_automata::{Input, MatchKind};
 
+use super::gate::{Entry, Gate};
 use super::validate::Validator;
 
 /// A validated finding in one string.
@@ -26,16 +28,17 @@ pub(super) struct Scanner {
     /// to try a shorter match), and whether it has a `value` group.
     own: Vec<(regex::Regex, bool)>,
     validators: Vec<Option<Validator>>,
-    /// Marks JSON worth a structural look even without a detector candidate (a denied key).
-    /// Kept out of `multi`: it is only asked about JSON, and would slow every other scan.
-    json_hint: Option<meta::Regex>,
+    /// Turns away strings no detector can match. Its JSON side also passes JSON worth a
+    /// structural look without a detector candidate (a denied key): kept out of `multi`, which
+    /// it would slow for every other string.
+    pub(super) gate: Gate,
 }
 
 /// Every pattern must compile on its own first, so errors name the detector; this only fails
 /// if the combined automaton exceeds its size limits.
 #[derive(Debug, thiserror::Error)]
 #[error("the combined redaction patterns do not compile: {0}")]
-pub struct ScannerError(String);
+pub struct ScannerError(pub(super) String);
 
 /// Size limit for one compiled pattern (and for the combined automaton, times the count).
 pub(super) const PATTERN_SIZE_LIMIT: usize = 2 << 20;
@@ -48,7 +51,8 @@ impl Scanner {
     ) -> Result<Self, ScannerError> {
         let all: Vec<&str> = patterns.iter().map(|(p, _)| p.as_str()).collect();
         let multi = build(&all)?;
-        let json_hint = json_hint.map(|h| build(&[h])).transpose()?;
+        let entries: Vec<Entry> = all.iter().map(|p| Entry::for_pattern(p)).collect();
+        let gate = Gate::new(&entries, json_hint)?;
         let mut own = Vec::with_capacity(patterns.len());
         for (pattern, _) in patterns {
             let re = regex::RegexBuilder::new(pattern)
@@ -62,18 +66,24 @@ impl Scanner {
             multi,
             own,
             validators: patterns.iter().map(|(_, v)| *v).collect(),
-            json_hint,
+            gate,
         })
     }
 
     /// Whether anything in `text` is worth a closer look. Most strings stop here.
     pub fn is_candidate(&self, text: &str) -> bool {
-        self.multi.is_match(text)
+        self.gate.passes(text)
     }
 
     /// [`Self::is_candidate`] for JSON text, where a denied key also counts.
     pub fn is_json_candidate(&self, text: &str) -> bool {
-        self.multi.is_match(text) || self.json_hint.as_ref().is_some_and(|h| h.is_match(text))
+        self.gate.passes_json(text)
+    }
+
+    /// The detectors' patterns, in scan order.
+    #[cfg(test)]
+    pub fn patterns(&self) -> impl Iterator<Item = &str> {
+        self.own.iter().map(|(re, _)| re.as_str())
     }
 
     /// The next validated hit at or after `from` from a detector that `enabled` accepts.
@@ -164,7 +174,7 @@ impl Hit {
 
 /// One leftmost-first automaton over `patterns` (lazy DFA with a generous cache, so scans stay
 /// in the DFA rather than falling back to slower engines).
-fn build(patterns: &[&str]) -> Result<meta::Regex, ScannerError> {
+pub(super) fn build(patterns: &[&str]) -> Result<meta::Regex, ScannerError> {
     meta::Regex::builder()
         .configure(
             meta::Config::new()
