@@ -226,7 +226,8 @@ impl FieldMap {
         }
     }
 
-    fn resolve(&self, name: &str) -> Arc<[FieldRef]> {
+    /// The targets of Sigma field `name`, in the order they are tried.
+    pub(crate) fn resolve(&self, name: &str) -> Arc<[FieldRef]> {
         if let Some(refs) = self.mapped.get(name) {
             return refs.clone();
         }
@@ -247,7 +248,7 @@ impl FieldMap {
 /// A field reference bound to one batch: columns are looked up once per batch, not per row.
 /// Integer columns are handed to rules as numbers so `gt`/`lt` compare numerically.
 #[derive(Clone)]
-enum Bound<'a> {
+pub(crate) enum Bound<'a> {
     Time,
     Int64(&'a Int64Array),
     Int32(&'a Int32Array),
@@ -283,11 +284,18 @@ impl<'a> BatchEvents<'a> {
         self.view
     }
 
+    /// The text columns keyword (field-less) selections search, besides attribute values.
+    pub(crate) fn keyword_columns(&self) -> &[&'a StringArray] {
+        &self.keyword_columns
+    }
+
     pub fn row(&self, row: usize) -> RowEvent<'_, 'a> {
         RowEvent { batch: self, row }
     }
 
-    fn refs(&self, name: &str) -> Arc<[Bound<'a>]> {
+    /// Field `name` bound to this batch: its targets present in the batch's table, in order.
+    /// A row's value is the first target that has one.
+    pub(crate) fn refs(&self, name: &str) -> Arc<[Bound<'a>]> {
         if let Some(r) = self.resolved.borrow().get(name) {
             return r.clone();
         }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod detect;
 pub mod fields;
 pub mod graph;
+mod prefilter;
 pub mod ruletest;
 pub mod shipped;
 pub mod sigma;

@@ -4,7 +4,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use rsigma_eval::{CorrelationConfig, CorrelationEngine, EvaluationResult, ResultBody};
+use rsigma_eval::{
+    CorrelationConfig, CorrelationEngine, EvaluationResult, ResultBody, evaluate_rule,
+};
 use rsigma_parser::{
     ConditionOperator, CorrelationCondition, CorrelationRule, CorrelationType, Detection, Level,
     LogSource, Modifier, SigmaCollection, SigmaRule, parse_sigma_yaml,
@@ -13,7 +15,8 @@ use serde_json::{Map, Value};
 use vigil_core::Signal;
 
 use crate::alert::{AlertKey, Candidate, Observation, Sample, Severity};
-use crate::fields::{BatchEvents, FieldMap, PRODUCT, event_logsource};
+use crate::fields::{BatchEvents, FieldMap, PRODUCT, RowEvent, event_logsource};
+use crate::prefilter::Prefilter;
 use crate::view::BatchView;
 
 /// Rule text and where it came from (a path, or `shipped:<file>`).
@@ -295,6 +298,13 @@ fn build_engine(collection: &SigmaCollection) -> Result<CorrelationEngine, Strin
 pub struct SigmaEngine {
     rules: Arc<RuleSet>,
     fields: FieldMap,
+    /// The engine's detection rules as row masks: which rows each may match.
+    prefilter: Prefilter,
+    correlations: Correlations,
+}
+
+/// rsigma's engine and what Vigil does with its results.
+struct Correlations {
     engine: CorrelationEngine,
     /// Ids of detection rules that only feed correlations (Sigma `generate: false`). rsigma
     /// 0.23 filters these only when referenced by id, so Vigil filters them itself.
@@ -304,6 +314,7 @@ pub struct SigmaEngine {
 impl SigmaEngine {
     pub fn new(rules: Arc<RuleSet>, fields: FieldMap) -> Result<Self, String> {
         let engine = build_engine(&rules.collection)?;
+        let prefilter = Prefilter::new(engine.engine().rules(), &fields);
         let collection = &rules.collection;
         let correlation_only = collection
             .rules
@@ -322,51 +333,63 @@ impl SigmaEngine {
         Ok(Self {
             rules,
             fields,
-            engine,
-            correlation_only,
+            prefilter,
+            correlations: Correlations {
+                engine,
+                correlation_only,
+            },
         })
     }
 
     /// Runs every rule over every row; returns what matched, one observation per match.
+    ///
+    /// The prefilter picks, per row, the rules that may match it; rsigma evaluates only those,
+    /// in rule order, so detections and their order are what evaluating every rule would
+    /// give. Rows no rule may match skip rsigma.
     pub fn process(&mut self, view: &BatchView<'_>) -> Vec<Observation> {
         let mut out = Vec::new();
         if self.rules.is_empty() {
             return out;
         }
         let events = BatchEvents::new(view, &self.fields);
-        let signal = view.signal();
-        let has_correlations = self.engine.correlation_rule_count() > 0;
-        // One logsource per service of the batch, built once.
-        let mut logsources: HashMap<&str, LogSource> = HashMap::new();
+        let candidates = self.prefilter.candidates(&events);
         for row in 0..view.len() {
-            let service = view.service(row);
-            let logsource = logsources
-                .entry(service)
-                .or_insert_with(|| event_logsource(signal, service));
             let event = events.row(row);
+            if !candidates.any(row) {
+                self.correlations.skip(&event, view, row);
+                continue;
+            }
+            let compiled = self.correlations.engine.engine().rules();
+            let detections = candidates
+                .rules(row)
+                .filter_map(|index| compiled.get(index))
+                .filter_map(|rule| evaluate_rule(rule, &event))
+                .collect();
+            self.correlations
+                .observe(&event, detections, view, row, &mut out);
+        }
+        out
+    }
+
+    /// [`Self::process`] without the prefilter: every rule through rsigma's own rule
+    /// selection, on every row. The reference the prefilter is tested against.
+    #[cfg(test)]
+    pub(crate) fn process_every_row(&mut self, view: &BatchView<'_>) -> Vec<Observation> {
+        let mut out = Vec::new();
+        if self.rules.is_empty() {
+            return out;
+        }
+        let events = BatchEvents::new(view, &self.fields);
+        for row in 0..view.len() {
+            let event = events.row(row);
+            let logsource = event_logsource(view.signal(), view.service(row));
             let detections = self
+                .correlations
                 .engine
                 .engine()
-                .evaluate_with_logsource(&event, logsource);
-            let results = if has_correlations {
-                let secs = view.time_ns(row).div_euclid(1_000_000_000);
-                self.engine
-                    .process_with_detections(&event, detections, secs)
-            } else {
-                detections
-            };
-            for result in results {
-                if result.is_detection()
-                    && result
-                        .header
-                        .rule_id
-                        .as_ref()
-                        .is_some_and(|id| self.correlation_only.contains(id))
-                {
-                    continue;
-                }
-                out.push(Observation::Fire(self.candidate(&result, view, row)));
-            }
+                .evaluate_with_logsource(&event, &logsource);
+            self.correlations
+                .observe(&event, detections, view, row, &mut out);
         }
         out
     }
@@ -379,6 +402,7 @@ impl SigmaEngine {
         for row in 0..view.len() {
             let logsource = event_logsource(view.signal(), view.service(row));
             for result in self
+                .correlations
                 .engine
                 .engine()
                 .evaluate_with_logsource(&events.row(row), &logsource)
@@ -393,65 +417,112 @@ impl SigmaEngine {
         }
         out
     }
+}
 
-    fn candidate(&self, result: &EvaluationResult, view: &BatchView<'_>, row: usize) -> Candidate {
-        let header = &result.header;
-        let key = rule_key(header.rule_id.as_deref(), None, &header.rule_title);
-        let service = view.service(row);
-        let mut details = Map::new();
-        details.insert("source".into(), Value::from("sigma"));
-        if !header.tags.is_empty() {
-            details.insert("tags".into(), Value::from(header.tags.clone()));
-        }
-        let mut alert_key = AlertKey::new(&key, service);
-        let summary = match &result.body {
-            ResultBody::Detection(d) => {
-                details.insert(
-                    "matched_selections".into(),
-                    Value::from(d.matched_selections.clone()),
-                );
-                let matched: Map<String, Value> = d
-                    .matched_fields
-                    .iter()
-                    .map(|m| (m.field.clone(), m.value.clone()))
-                    .collect();
-                details.insert("matched_fields".into(), Value::Object(matched));
-                format!("{} ({} in {service})", header.rule_title, view.signal())
-            }
-            ResultBody::Correlation(c) => {
-                for (name, value) in &c.group_key {
-                    alert_key = alert_key.with_group(name, value);
-                }
-                details.insert(
-                    "correlation_type".into(),
-                    Value::from(format!("{:?}", c.correlation_type)),
-                );
-                details.insert("aggregated_value".into(), Value::from(c.aggregated_value));
-                details.insert("timespan_seconds".into(), Value::from(c.timespan_secs));
-                let group = alert_key.group_text();
-                format!(
-                    "{}: {} within {}s{}",
-                    header.rule_title,
-                    c.aggregated_value,
-                    c.timespan_secs,
-                    if group.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({group})")
-                    }
-                )
-            }
-        };
-        Candidate {
-            key: alert_key,
-            rule_title: header.rule_title.clone(),
-            severity: severity(header.level),
-            summary,
-            details,
-            time_ns: view.time_ns(row),
-            sample: Some(Sample::of(view, row)),
+impl Correlations {
+    /// A row no rule matches. rsigma's correlation engine, handed an event without
+    /// detections, only evicts expired windows when its state is full; do the same.
+    fn skip(&mut self, event: &RowEvent<'_, '_>, view: &BatchView<'_>, row: usize) {
+        if self.engine.correlation_rule_count() > 0
+            && self.engine.state_count() >= MAX_STATE_ENTRIES
+        {
+            self.engine
+                .process_with_detections(event, Vec::new(), event_secs(view, row));
         }
     }
+
+    /// Feeds one row's detections to the correlations and records what fires.
+    fn observe(
+        &mut self,
+        event: &RowEvent<'_, '_>,
+        detections: Vec<EvaluationResult>,
+        view: &BatchView<'_>,
+        row: usize,
+        out: &mut Vec<Observation>,
+    ) {
+        let results = if self.engine.correlation_rule_count() > 0 {
+            self.engine
+                .process_with_detections(event, detections, event_secs(view, row))
+        } else {
+            detections
+        };
+        for result in results {
+            if result.is_detection()
+                && result
+                    .header
+                    .rule_id
+                    .as_ref()
+                    .is_some_and(|id| self.correlation_only.contains(id))
+            {
+                continue;
+            }
+            out.push(Observation::Fire(candidate(&result, view, row)));
+        }
+    }
+}
+
+fn candidate(result: &EvaluationResult, view: &BatchView<'_>, row: usize) -> Candidate {
+    let header = &result.header;
+    let key = rule_key(header.rule_id.as_deref(), None, &header.rule_title);
+    let service = view.service(row);
+    let mut details = Map::new();
+    details.insert("source".into(), Value::from("sigma"));
+    if !header.tags.is_empty() {
+        details.insert("tags".into(), Value::from(header.tags.clone()));
+    }
+    let mut alert_key = AlertKey::new(&key, service);
+    let summary = match &result.body {
+        ResultBody::Detection(d) => {
+            details.insert(
+                "matched_selections".into(),
+                Value::from(d.matched_selections.clone()),
+            );
+            let matched: Map<String, Value> = d
+                .matched_fields
+                .iter()
+                .map(|m| (m.field.clone(), m.value.clone()))
+                .collect();
+            details.insert("matched_fields".into(), Value::Object(matched));
+            format!("{} ({} in {service})", header.rule_title, view.signal())
+        }
+        ResultBody::Correlation(c) => {
+            for (name, value) in &c.group_key {
+                alert_key = alert_key.with_group(name, value);
+            }
+            details.insert(
+                "correlation_type".into(),
+                Value::from(format!("{:?}", c.correlation_type)),
+            );
+            details.insert("aggregated_value".into(), Value::from(c.aggregated_value));
+            details.insert("timespan_seconds".into(), Value::from(c.timespan_secs));
+            let group = alert_key.group_text();
+            format!(
+                "{}: {} within {}s{}",
+                header.rule_title,
+                c.aggregated_value,
+                c.timespan_secs,
+                if group.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({group})")
+                }
+            )
+        }
+    };
+    Candidate {
+        key: alert_key,
+        rule_title: header.rule_title.clone(),
+        severity: severity(header.level),
+        summary,
+        details,
+        time_ns: view.time_ns(row),
+        sample: Some(Sample::of(view, row)),
+    }
+}
+
+/// The event time of `row` in whole seconds, as correlation windows count it.
+fn event_secs(view: &BatchView<'_>, row: usize) -> i64 {
+    view.time_ns(row).div_euclid(1_000_000_000)
 }
 
 #[cfg(test)]

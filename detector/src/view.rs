@@ -135,12 +135,22 @@ impl<'a> MapColumn<'a> {
     }
 
     /// Entry positions of `row` in the flattened key/value arrays.
-    fn range(&self, row: usize) -> std::ops::Range<usize> {
+    pub(crate) fn range(&self, row: usize) -> std::ops::Range<usize> {
         let offsets = self.map.value_offsets();
         match (offsets.get(row), offsets.get(row + 1)) {
             (Some(&start), Some(&end)) => start as usize..end as usize,
             _ => 0..0,
         }
+    }
+
+    /// The flattened keys of every row.
+    pub(crate) fn keys(&self) -> &'a StringArray {
+        self.keys
+    }
+
+    /// The flattened values of every row, aligned with [`Self::keys`].
+    pub(crate) fn values(&self) -> &'a StringArray {
+        self.values
     }
 
     pub fn get(&self, row: usize, key: &str) -> Option<&'a str> {
