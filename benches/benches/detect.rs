@@ -14,7 +14,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use vigil_core::schema::col;
 use vigil_core::{Batch, RedactedBatch, Redactor};
 use vigil_detector::fields::FieldMap;
-use vigil_detector::sigma::{RuleSet, RuleSource, SigmaEngine};
+use vigil_detector::sigma::{RuleSet, SigmaEngine};
 use vigil_detector::synthetic::{self, EventSpec};
 use vigil_detector::view::BatchView;
 use vigil_detector::{Detector, DetectorConfig};
@@ -25,28 +25,7 @@ const T0: i64 = 1_767_225_600_000_000_000;
 /// The shipped rules, topped up to `n` with rules of the same shapes (substring lists on
 /// URLs and bodies, status codes, CIDRs, user agents).
 fn rules(n: usize) -> Arc<RuleSet> {
-    let mut sources = vigil_detector::shipped::sources();
-    let shipped = RuleSet::load(&sources).map(|r| r.len()).unwrap_or(0);
-    for i in 0..n.saturating_sub(shipped) {
-        let detection = match i % 4 {
-            0 => format!(
-                "  s:\n    url.path|contains:\n      - /bench-{i}/a\n      - /bench-{i}/b\n    http.response.status_code: 403\n  condition: s"
-            ),
-            1 => format!(
-                "  s:\n    body|contains|all:\n      - bench-{i}\n      - failed\n  condition: s"
-            ),
-            2 => format!(
-                "  s:\n    user_agent.original|contains: bench-scanner-{i}\n  f:\n    client.address|cidr: 10.0.0.0/8\n  condition: s and not f"
-            ),
-            _ => format!("  s:\n    url.query|re: 'bench{i}=[0-9]+;'\n  condition: s"),
-        };
-        sources.push(RuleSource {
-            origin: format!("bench-{i}.yml"),
-            text: format!(
-                "title: bench {i}\nid: bench-{i}\nlogsource:\n  product: opentelemetry\ndetection:\n{detection}\nlevel: low\n"
-            ),
-        });
-    }
+    let sources = synthetic::topped_up_rules(n);
     Arc::new(RuleSet::load(&sources).unwrap_or_else(|p| panic!("bench rules refused: {p:?}")))
 }
 

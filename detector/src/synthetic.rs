@@ -16,6 +16,8 @@ use serde::Deserialize;
 use vigil_core::decode::{decode_logs, decode_traces};
 use vigil_core::{Batch, Signal};
 
+use crate::sigma::{RuleSet, RuleSource};
+
 /// A scalar attribute value as written in YAML/JSON.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
@@ -318,6 +320,35 @@ pub fn batch(events: &[EventSpec], base_ns: i64) -> Result<Batch, SpecError> {
         Some(message) if decoded.rejected > 0 => Err(SpecError::Decode(message)),
         _ => Ok(decoded.batch),
     }
+}
+
+/// The shipped rules topped up to `n` with rules of the shapes microservice detections take
+/// (substring lists on URLs and bodies, status codes, CIDRs, user agents, query regexes): the
+/// detector benchmark's rule set, which the prefilter's differential test also runs.
+pub fn topped_up_rules(n: usize) -> Vec<RuleSource> {
+    let mut sources = crate::shipped::sources();
+    let shipped = RuleSet::load(&sources).map(|r| r.len()).unwrap_or(0);
+    for i in 0..n.saturating_sub(shipped) {
+        let detection = match i % 4 {
+            0 => format!(
+                "  s:\n    url.path|contains:\n      - /bench-{i}/a\n      - /bench-{i}/b\n    http.response.status_code: 403\n  condition: s"
+            ),
+            1 => format!(
+                "  s:\n    body|contains|all:\n      - bench-{i}\n      - failed\n  condition: s"
+            ),
+            2 => format!(
+                "  s:\n    user_agent.original|contains: bench-scanner-{i}\n  f:\n    client.address|cidr: 10.0.0.0/8\n  condition: s and not f"
+            ),
+            _ => format!("  s:\n    url.query|re: 'bench{i}=[0-9]+;'\n  condition: s"),
+        };
+        sources.push(RuleSource {
+            origin: format!("bench-{i}.yml"),
+            text: format!(
+                "title: bench {i}\nid: bench-{i}\nlogsource:\n  product: opentelemetry\ndetection:\n{detection}\nlevel: low\n"
+            ),
+        });
+    }
+    sources
 }
 
 #[cfg(test)]

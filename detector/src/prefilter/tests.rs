@@ -192,32 +192,6 @@ correlation:
   timespan: 2m
 "#;
 
-/// The benchmark's rule shapes (benches/benches/detect.rs), topped up to 50 rules.
-fn bench_sources() -> Vec<RuleSource> {
-    let mut sources = crate::shipped::sources();
-    for i in 0..30 {
-        let detection = match i % 4 {
-            0 => format!(
-                "  s:\n    url.path|contains:\n      - /bench-{i}/a\n      - /bench-{i}/b\n    http.response.status_code: 403\n  condition: s"
-            ),
-            1 => format!(
-                "  s:\n    body|contains|all:\n      - bench-{i}\n      - failed\n  condition: s"
-            ),
-            2 => format!(
-                "  s:\n    user_agent.original|contains: bench-scanner-{i}\n  f:\n    client.address|cidr: 10.0.0.0/8\n  condition: s and not f"
-            ),
-            _ => format!("  s:\n    url.query|re: 'bench{i}=[0-9]+;'\n  condition: s"),
-        };
-        sources.push(RuleSource {
-            origin: format!("bench-{i}.yml"),
-            text: format!(
-                "title: bench {i}\nid: bench-{i}\nlogsource:\n  product: opentelemetry\ndetection:\n{detection}\nlevel: low\n"
-            ),
-        });
-    }
-    sources
-}
-
 fn rule_sets() -> Vec<(&'static str, Arc<RuleSet>)> {
     let load = |sources: &[RuleSource]| {
         Arc::new(RuleSet::load(sources).unwrap_or_else(|p| panic!("rules refused: {p:?}")))
@@ -228,7 +202,7 @@ fn rule_sets() -> Vec<(&'static str, Arc<RuleSet>)> {
     };
     vec![
         ("shipped", load(&crate::shipped::sources())),
-        ("bench", load(&bench_sources())),
+        ("bench", load(&crate::synthetic::topped_up_rules(50))),
         ("forms", load(&[forms])),
     ]
 }

@@ -12,26 +12,10 @@ use prost::Message;
 
 use crate::harness::{Vigil, eventually, vigil_binary};
 use crate::otlp::{logs_request, now_ns};
-
-/// Every file under `dir` (WAL segments, Parquet files, anything else Vigil wrote).
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    out
-}
+use crate::redaction::all_files;
 
 fn with_extension(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    files_under(dir)
+    all_files(dir)
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == ext))
         .collect()
@@ -39,7 +23,7 @@ fn with_extension(dir: &Path, ext: &str) -> Vec<PathBuf> {
 
 /// Files (WAL or Parquet) holding `needle` in their raw bytes.
 fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    files_under(dir)
+    all_files(dir)
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "wal" || e == "parquet"))
         .filter(|p| {

@@ -505,7 +505,8 @@ struct ScanStats {
     largest_wal: u64,
 }
 
-fn all_files(dir: &Path) -> Vec<PathBuf> {
+/// Every file below `dir`.
+pub(crate) fn all_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {

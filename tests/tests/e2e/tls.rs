@@ -100,6 +100,20 @@ fn https_client(ca: &Ca, identity: Option<&Pair>) -> reqwest::Client {
     builder.build().unwrap()
 }
 
+/// `POST /api/v1/query` over TLS, with a bearer key if given.
+async fn https_query(vigil: &Vigil, ca: &Ca, key: Option<&str>, sql: &str) -> serde_json::Value {
+    let mut request = https_client(ca, None)
+        .post(format!(
+            "https://localhost:{}/api/v1/query",
+            vigil.addrs.api.port()
+        ))
+        .json(&serde_json::json!({ "sql": sql }));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 async fn post_logs(client: &reqwest::Client, url: &str, n: usize) -> Result<u16, reqwest::Error> {
     post_logs_as(client, url, "checkout", None, n)
         .await
@@ -218,19 +232,7 @@ async fn every_listener_speaks_tls_and_mtls_refuses_clients_without_a_ca_signed_
     );
 
     // The API over TLS: the accepted exports, and only those, are stored.
-    let api = https_client(&server_ca, None);
-    let answer: serde_json::Value = api
-        .post(format!(
-            "https://localhost:{}/api/v1/query",
-            vigil.addrs.api.port()
-        ))
-        .json(&serde_json::json!({"sql": "SELECT count(*) FROM logs"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = https_query(&vigil, &server_ca, None, "SELECT count(*) FROM logs").await;
     assert_eq!(answer["rows"], serde_json::json!([[5]]));
 }
 
@@ -385,22 +387,8 @@ async fn a_client_certificate_binds_the_service_it_names() {
     );
 
     // Only checkout's records were stored: 4 over HTTP, 2 over gRPC.
-    let api = https_client(&server_ca, None);
-    let answer: serde_json::Value = api
-        .post(format!(
-            "https://localhost:{}/api/v1/query",
-            vigil.addrs.api.port()
-        ))
-        .bearer_auth(ANALYST)
-        .json(&serde_json::json!({
-            "sql": "SELECT service, count(*) AS n FROM logs GROUP BY service ORDER BY service"
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sql = "SELECT service, count(*) AS n FROM logs GROUP BY service ORDER BY service";
+    let answer = https_query(&vigil, &server_ca, Some(ANALYST), sql).await;
     assert_eq!(
         answer["rows"],
         serde_json::json!([["checkout", 6]]),
