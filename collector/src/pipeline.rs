@@ -11,7 +11,7 @@ use vigil_core::decode::{DecodeError, Decoded, decode_logs, decode_traces};
 use vigil_core::time::now_ns;
 use vigil_core::{RedactedBatch, Redactor, Signal};
 
-use crate::auth::{Binding, MismatchAction};
+use crate::auth::{Binding, BindingOutcome};
 use crate::config::IngestConfig;
 use crate::detection::DetectorHandle;
 use crate::error::IngestError;
@@ -237,8 +237,8 @@ impl IngestHandle {
                         IngestError::internal()
                     })?;
                     if bound.mismatched > 0 {
-                        record_mismatch(&bind_metrics, binding, bound.mismatched);
-                        if binding.action == MismatchAction::Reject {
+                        record_mismatch(&bind_metrics, binding, &bound);
+                        if !bound.relabelled {
                             rejected += bound.mismatched;
                             let message = binding.refusal_message(bound.mismatched);
                             error_message = Some(match error_message {
@@ -316,10 +316,12 @@ impl IngestHandle {
 
 /// Counts and logs records a bound key sent as another service: someone may be
 /// impersonating a service, or a deployment uses the wrong key.
-fn record_mismatch(metrics: &Metrics, binding: &Binding, records: u64) {
-    let action = match binding.action {
-        MismatchAction::Reject => "reject",
-        MismatchAction::Relabel => "relabel",
+fn record_mismatch(metrics: &Metrics, binding: &Binding, outcome: &BindingOutcome) {
+    let records = outcome.mismatched;
+    let action = if outcome.relabelled {
+        "relabel"
+    } else {
+        "reject"
     };
     metrics
         .service_mismatch_records

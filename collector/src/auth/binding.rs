@@ -24,6 +24,9 @@ pub struct Binding {
 pub struct BindingOutcome {
     pub batch: Batch,
     pub mismatched: u64,
+    /// Whether the mismatched records were relabelled (kept) rather than refused. Relabelling
+    /// needs exactly one service, so a `relabel` binding to several (or none) still refuses.
+    pub relabelled: bool,
 }
 
 impl Binding {
@@ -48,11 +51,16 @@ impl Binding {
             .collect();
         let mismatched = (allowed.len() - allowed.true_count()) as u64;
         if mismatched == 0 {
-            return Ok(BindingOutcome { batch, mismatched });
+            return Ok(BindingOutcome {
+                batch,
+                mismatched,
+                relabelled: false,
+            });
         }
         let signal = batch.signal();
-        let records = match (self.action, self.services.first()) {
-            (MismatchAction::Relabel, Some(own)) if self.services.len() == 1 => {
+        let relabel = self.action == MismatchAction::Relabel && self.services.len() == 1;
+        let records = match self.services.first() {
+            Some(own) if relabel => {
                 let relabelled: ArrayRef = Arc::new(StringArray::from_iter_values(
                     std::iter::repeat_n(own.as_str(), service.len()),
                 ));
@@ -67,7 +75,11 @@ impl Binding {
         let batch = Batch::new(signal, records).map_err(|e| {
             arrow::error::ArrowError::SchemaError(format!("binding changed the schema: {e}"))
         })?;
-        Ok(BindingOutcome { batch, mismatched })
+        Ok(BindingOutcome {
+            batch,
+            mismatched,
+            relabelled: relabel,
+        })
     }
 
     /// The partial-success message for records refused by this binding.
@@ -149,6 +161,19 @@ mod tests {
             .unwrap();
         assert_eq!(out.mismatched, 1);
         assert_eq!(services_of(&out.batch), ["checkout", "checkout"]);
+    }
+
+    #[test]
+    fn relabel_with_several_services_refuses_and_says_so() {
+        // A token's service claim or a key narrowed by a certificate may name several
+        // services: there is no one service to relabel to, so the records are refused.
+        let several = Binding {
+            services: vec!["checkout".to_owned(), "cart".to_owned()].into(),
+            ..binding(MismatchAction::Relabel)
+        };
+        let out = several.apply(logs_from(&["payments", "checkout"])).unwrap();
+        assert_eq!((out.mismatched, out.relabelled), (1, false));
+        assert_eq!(services_of(&out.batch), ["checkout"]);
     }
 
     #[test]
