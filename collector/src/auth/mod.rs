@@ -254,19 +254,16 @@ impl<'a> Credentials<'a> {
                 .get::<axum::extract::ConnectInfo<TlsConnectInfo>>()
                 .map(|c| &c.0)
         });
+        Self::new(headers, connection)
+    }
+
+    /// Credentials from a request's headers and its TLS connection, if it came over one.
+    pub fn new(headers: &'a axum::http::HeaderMap, connection: Option<&'a TlsConnectInfo>) -> Self {
         Self {
             authorization: headers
                 .get(axum::http::header::AUTHORIZATION)
                 .map(|v| v.as_bytes()),
             certificate: connection.and_then(|c| c.client_certificate.as_deref()),
-        }
-    }
-
-    /// Only a header value (tests, and callers without a connection).
-    pub fn header(authorization: Option<&'a [u8]>) -> Self {
-        Self {
-            authorization,
-            certificate: None,
         }
     }
 }
@@ -371,10 +368,11 @@ impl Auth {
     /// many keys are valid now.
     pub fn reload(&self) -> Result<usize, String> {
         let Some(path) = &self.inner.config.keys_file else {
-            // Token keys come from the JWKS, which is fetched as it changes.
-            return match self.inner.jwt {
-                Some(_) => Ok(0),
-                None => Err("authentication is off: no auth.keys_file to reload".to_owned()),
+            // Token keys come from the JWKS, which is fetched as it changes; certificates are
+            // checked against the client CA, which the TLS files bring.
+            return match self.enabled() {
+                true => Ok(0),
+                false => Err("authentication is off: no auth.keys_file to reload".to_owned()),
             };
         };
         let keys = KeySet::load(path)?;
@@ -437,6 +435,14 @@ fn bearer_token(value: &[u8]) -> Option<&str> {
 mod tests {
     use super::*;
 
+    /// Credentials made of a header value alone.
+    fn header(authorization: Option<&[u8]>) -> Credentials<'_> {
+        Credentials {
+            authorization,
+            certificate: None,
+        }
+    }
+
     fn auth_with(keys: &str, dir: &std::path::Path) -> Auth {
         let path = dir.join("keys.toml");
         std::fs::write(&path, keys).unwrap();
@@ -460,46 +466,40 @@ mod tests {
         let bearer = |k: &str| format!("Bearer {k}").into_bytes();
 
         let ci = auth
-            .authorize(
-                Credentials::header(Some(&bearer(&ingest_key))),
-                Scope::Ingest,
-            )
+            .authorize(header(Some(&bearer(&ingest_key))), Scope::Ingest)
             .await
             .unwrap();
         assert_eq!(ci.id, "ci");
         assert_eq!(
-            auth.authorize(
-                Credentials::header(Some(&bearer(&ingest_key))),
-                Scope::Query
-            )
-            .await
-            .unwrap_err(),
+            auth.authorize(header(Some(&bearer(&ingest_key))), Scope::Query)
+                .await
+                .unwrap_err(),
             AuthError::Forbidden {
                 id: "ci".into(),
                 scope: Scope::Query
             }
         );
         assert_eq!(
-            auth.authorize(Credentials::header(None), Scope::Ingest)
+            auth.authorize(header(None), Scope::Ingest)
                 .await
                 .unwrap_err(),
             AuthError::Missing
         );
         assert_eq!(
-            auth.authorize(Credentials::header(Some(b"Basic abc")), Scope::Ingest)
+            auth.authorize(header(Some(b"Basic abc")), Scope::Ingest)
                 .await
                 .unwrap_err(),
             AuthError::Missing
         );
         assert_eq!(
-            auth.authorize(Credentials::header(Some(&bearer(&query_key))), Scope::Query)
+            auth.authorize(header(Some(&bearer(&query_key))), Scope::Query)
                 .await
                 .unwrap_err(),
             AuthError::Invalid
         );
         assert!(
             auth.authorize(
-                Credentials::header(Some(format!("bearer  {ingest_key} ").as_bytes())),
+                header(Some(format!("bearer  {ingest_key} ").as_bytes())),
                 Scope::Ingest
             )
             .await
@@ -511,24 +511,21 @@ mod tests {
         std::fs::write(&path, listing("soc", &query_hash, "[\"query\"]")).unwrap();
         assert_eq!(auth.reload(), Ok(1));
         assert!(
-            auth.authorize(Credentials::header(Some(&bearer(&query_key))), Scope::Query)
+            auth.authorize(header(Some(&bearer(&query_key))), Scope::Query)
                 .await
                 .is_ok()
         );
         assert_eq!(
-            auth.authorize(
-                Credentials::header(Some(&bearer(&ingest_key))),
-                Scope::Ingest
-            )
-            .await
-            .unwrap_err(),
+            auth.authorize(header(Some(&bearer(&ingest_key))), Scope::Ingest)
+                .await
+                .unwrap_err(),
             AuthError::Invalid
         );
         // A broken file keeps the keys in use.
         std::fs::write(&path, "[[keys]]\nid = 1\n").unwrap();
         assert!(auth.reload().is_err());
         assert!(
-            auth.authorize(Credentials::header(Some(&bearer(&query_key))), Scope::Query)
+            auth.authorize(header(Some(&bearer(&query_key))), Scope::Query)
                 .await
                 .is_ok()
         );
@@ -537,10 +534,7 @@ mod tests {
     #[tokio::test]
     async fn without_a_key_file_everyone_is_anonymous() {
         let auth = Auth::new(&AuthConfig::default(), Metrics::new().unwrap()).unwrap();
-        let p = auth
-            .authorize(Credentials::header(None), Scope::Admin)
-            .await
-            .unwrap();
+        let p = auth.authorize(header(None), Scope::Admin).await.unwrap();
         assert_eq!(p.id, "anonymous");
         assert!(p.services().is_none());
         assert!(auth.reload().is_err());
