@@ -381,13 +381,13 @@ impl Metrics {
         }
     }
 
-    /// Counts the records of one stored batch per service.
     /// The label value for a caller id (a key's id or `jwt:<subject>`): itself for the first
     /// 200 callers seen, `other` after that.
     pub fn caller_label<'a>(&self, caller: &'a str) -> &'a str {
         self.callers.label(caller)
     }
 
+    /// Counts the records of one stored batch per service.
     pub fn record_services(&self, batch: &vigil_core::RedactedBatch) {
         use arrow::array::AsArray;
         let Some(column) = batch

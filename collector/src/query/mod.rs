@@ -82,7 +82,7 @@ impl EncryptionFactory for StorageKeys {
         _config: &EncryptionFactoryOptions,
         _file_path: &ObjectPath,
     ) -> datafusion::error::Result<Option<Arc<FileDecryptionProperties>>> {
-        Ok(Some(self.0.parquet_decryption()?))
+        Ok(Some(self.0.parquet_decryption()))
     }
 }
 

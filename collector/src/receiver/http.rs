@@ -4,13 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::header::{
     ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
 };
-use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
@@ -29,6 +30,7 @@ use crate::config::IngestConfig;
 use crate::error::{ErrorKind, IngestError};
 use crate::metrics::Metrics;
 use crate::pipeline::{IngestHandle, Transport};
+use crate::tls::TlsConnectInfo;
 
 /// `Accept-Post` (W3C LDP, IANA-registered): the media types a 415 answer says are accepted.
 const ACCEPT_POST: HeaderName = HeaderName::from_static("accept-post");
@@ -109,7 +111,7 @@ impl Format {
 async fn export_handler<S: Signal>(
     State(state): State<Arc<HttpState>>,
     headers: HeaderMap,
-    extensions: Extensions,
+    connection: Option<Extension<ConnectInfo<TlsConnectInfo>>>,
     body: Body,
 ) -> Response {
     let format = match Format::from_headers(&headers) {
@@ -117,7 +119,8 @@ async fn export_handler<S: Signal>(
         // The spec gives no format for this case; JSON is the readable one.
         Err(err) => return state.refuse(S::LABEL, Format::Json, &err),
     };
-    let credentials = Credentials::of(&headers, &extensions);
+    let connection = connection.as_ref().map(|Extension(ConnectInfo(c))| c);
+    let credentials = Credentials::new(&headers, connection);
     match receive::<S>(&state, format, &headers, credentials, body).await {
         Ok(response) => success_response(format, &response),
         Err(err) => state.refuse(S::LABEL, format, &err),

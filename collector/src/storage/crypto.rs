@@ -22,13 +22,13 @@ use serde::Deserialize;
 use crate::secrets::{SecretError, read_secret};
 
 /// Length of a storage key: AES-256.
-pub const KEY_LEN: usize = 32;
+const KEY_LEN: usize = 32;
 /// Longest key id; ids are stored in every file header and footer.
 const MAX_ID_LEN: usize = 64;
 /// Prefix of the Parquet footer key metadata, so a foreign key metadata is recognised.
 const PARQUET_KEY_METADATA_PREFIX: &str = "vigil-storage-key:";
 /// Bytes a sealed WAL frame adds: the nonce in front and the GCM tag at the end.
-pub const SEAL_OVERHEAD: usize = NONCE_LEN + 16;
+const SEAL_OVERHEAD: usize = NONCE_LEN + 16;
 
 /// `[storage.encryption]`: where the keyring comes from. Encryption is on when either is set.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -103,18 +103,14 @@ impl StorageKey {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce)
             .map_err(|e| CryptoError::Invalid(format!("no randomness for a nonce: {e}")))?;
-        let mut body = plaintext.to_vec();
+        let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plaintext);
+        let (_, body) = out.split_at_mut(NONCE_LEN);
         let tag = self
             .aead
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad),
-                &mut body,
-            )
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), body)
             .map_err(|_| CryptoError::Invalid("AES-GCM refused to seal".into()))?;
-        let mut out = Vec::with_capacity(body.len() + SEAL_OVERHEAD);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&body);
         out.extend_from_slice(tag.as_ref());
         Ok(out)
     }
@@ -218,8 +214,14 @@ impl KeySet {
 #[derive(Clone)]
 pub struct Keyring {
     config: EncryptionConfig,
-    current: Arc<RwLock<Arc<KeySet>>>,
+    current: Lookup,
+    /// Built once: its key retriever reads `current`, so it follows reloads.
+    decryption: Arc<FileDecryptionProperties>,
 }
+
+/// The keys in force, swapped whole on reload; Parquet readers look keys up here by id.
+#[derive(Clone)]
+struct Lookup(Arc<RwLock<Arc<KeySet>>>);
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -234,32 +236,39 @@ impl Keyring {
         if !config.enabled() {
             return Ok(None);
         }
-        let keys = read(config)?;
+        let current = Lookup(Arc::new(RwLock::new(Arc::new(read(config)?))));
+        let decryption = FileDecryptionProperties::with_key_retriever(Arc::new(current.clone()))
+            .build()
+            .map_err(|e| CryptoError::Invalid(format!("parquet decryption: {e}")))?;
         Ok(Some(Self {
             config: config.clone(),
-            current: Arc::new(RwLock::new(Arc::new(keys))),
+            current,
+            decryption,
         }))
     }
 
     /// Re-reads the keyring; on any problem the keys in use stay. Returns the active key id.
     pub fn reload(&self) -> Result<String, CryptoError> {
-        if !self.config.enabled() {
-            return Ok(self.keys().active().id().to_owned());
-        }
         let keys = read(&self.config)?;
         let active = keys.active().id().to_owned();
-        *self.current.write() = Arc::new(keys);
+        *self.current.0.write() = Arc::new(keys);
         Ok(active)
     }
 
     /// The keys now in force.
     pub fn keys(&self) -> Arc<KeySet> {
-        Arc::clone(&self.current.read())
+        self.current.keys()
     }
 
     /// Parquet decryption that looks each file's key up by the id in its footer.
-    pub fn parquet_decryption(&self) -> Result<Arc<FileDecryptionProperties>, ParquetError> {
-        FileDecryptionProperties::with_key_retriever(Arc::new(self.clone())).build()
+    pub fn parquet_decryption(&self) -> Arc<FileDecryptionProperties> {
+        Arc::clone(&self.decryption)
+    }
+}
+
+impl Lookup {
+    fn keys(&self) -> Arc<KeySet> {
+        Arc::clone(&self.0.read())
     }
 }
 
@@ -271,7 +280,7 @@ fn read(config: &EncryptionConfig) -> Result<KeySet, CryptoError> {
     KeySet::parse(&text)
 }
 
-impl KeyRetriever for Keyring {
+impl KeyRetriever for Lookup {
     fn retrieve_key(&self, key_metadata: &[u8]) -> parquet::errors::Result<Vec<u8>> {
         let id = std::str::from_utf8(key_metadata)
             .ok()
@@ -283,13 +292,11 @@ impl KeyRetriever for Keyring {
             })?;
         let keys = self.keys();
         let key = keys.get(id).ok_or_else(|| {
-            ParquetError::General(format!(
-                "{}",
-                CryptoError::UnknownKey {
-                    what: "the parquet file".into(),
-                    id: id.to_owned(),
-                }
-            ))
+            let unknown = CryptoError::UnknownKey {
+                what: "the parquet file".into(),
+                id: id.to_owned(),
+            };
+            ParquetError::General(unknown.to_string())
         })?;
         Ok(key.bytes.to_vec())
     }

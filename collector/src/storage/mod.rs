@@ -103,8 +103,6 @@ struct Shared {
     wal_failed_at_ms: AtomicU64,
     started: Instant,
     closing: AtomicBool,
-    /// With a keyring, WAL segments and Parquet files are encrypted.
-    keyring: Option<Keyring>,
 }
 
 /// The running storage: owns the data directory (exclusively) and its three threads.
@@ -238,14 +236,13 @@ impl Storage {
             wal_failed_at_ms: AtomicU64::new(0),
             started: Instant::now(),
             closing: AtomicBool::new(false),
-            keyring: keyring.clone(),
         });
         update_file_gauges(&catalog, &metrics);
 
         let parquet_options = ParquetOptions {
             row_group_rows: config.parquet_row_group_rows,
             zstd_level: config.parquet_zstd_level,
-            encryption: keyring,
+            encryption: keyring.clone(),
         };
         let (compact_tx, compact_rx) = crossbeam_channel::unbounded();
         for signal in Signal::ALL {
@@ -287,6 +284,7 @@ impl Storage {
             segment_max_age: config.segment_max_age,
             compact: compact_tx,
             last_sync: Instant::now(),
+            keyring,
         };
         threads.push(spawn("vigil-wal", move || writer.run(append_rx))?);
 
@@ -490,6 +488,8 @@ struct WalWriter {
     segment_max_age: Duration,
     compact: Sender<(Signal, u64)>,
     last_sync: Instant,
+    /// With a keyring, each new segment is encrypted with its active key.
+    keyring: Option<Keyring>,
 }
 
 impl WalWriter {
@@ -658,7 +658,7 @@ impl WalWriter {
         if !self.open.contains_key(&signal) {
             let id = self.next_segment.get(&signal).copied().unwrap_or(1);
             let dir = self.dirs.get(&signal).cloned().unwrap_or_default();
-            let keys = self.shared.keyring.as_ref().map(Keyring::keys);
+            let keys = self.keyring.as_ref().map(Keyring::keys);
             let writer = SegmentWriter::create(&dir, id, keys)?;
             self.next_segment.insert(signal, id + 1);
             let committed_len = writer.bytes();

@@ -207,15 +207,8 @@ pub fn read_file_meta(
 ) -> Result<ParquetFile, ParquetStoreError> {
     let file = File::open(path).map_err(io_err(path))?;
     let size_bytes = file.metadata().map_err(io_err(path))?.len();
-    let decryption = keyring
-        .map(Keyring::parquet_decryption)
-        .transpose()
-        .map_err(|source| ParquetStoreError::Footer {
-            path: path.to_owned(),
-            source,
-        })?;
     let meta = ParquetMetaDataReader::new()
-        .with_decryption_properties(decryption)
+        .with_decryption_properties(keyring.map(Keyring::parquet_decryption))
         .parse_and_finish(&file)
         .map_err(|source| {
             if has_encrypted_footer(&file) {

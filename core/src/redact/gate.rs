@@ -54,10 +54,11 @@ impl Entry {
     }
 }
 
-/// One automaton for text and one for JSON, which also passes a denied object key.
+/// One automaton for text and, when there are denied keys, one for JSON that also passes a
+/// denied object key.
 pub(super) struct Gate {
     text: meta::Regex,
-    json: meta::Regex,
+    json: Option<meta::Regex>,
 }
 
 impl Gate {
@@ -83,10 +84,13 @@ impl Gate {
             patterns.push(alternation(&literals));
         }
         let text: Vec<&str> = patterns.iter().map(String::as_str).collect();
-        let json: Vec<&str> = text.iter().copied().chain(json_hint).collect();
+        let json = match json_hint {
+            Some(hint) => Some(build(&[text.as_slice(), &[hint]].concat())?),
+            None => None,
+        };
         Ok(Self {
             text: build(&text)?,
-            json: build(&json)?,
+            json,
         })
     }
 
@@ -97,7 +101,7 @@ impl Gate {
 
     /// [`Self::passes`] for JSON text, where a denied key also counts.
     pub fn passes_json(&self, text: &str) -> bool {
-        self.json.is_match(text)
+        self.json.as_ref().unwrap_or(&self.text).is_match(text)
     }
 }
 
