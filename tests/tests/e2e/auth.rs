@@ -27,7 +27,7 @@ const ADMIN: &str = "vgl_e2e_admin_and_query_000000000000000000000";
 const UNKNOWN: &str = "vgl_e2e_not_in_the_key_file_00000000000000000";
 
 /// A key file entry, hashed here with SHA-256 independently of Vigil's code.
-fn entry(id: &str, key: &str, scopes: &[&str], services: Option<&[&str]>) -> String {
+pub(crate) fn entry(id: &str, key: &str, scopes: &[&str], services: Option<&[&str]>) -> String {
     let hash = hex_sha256(key);
     let mut text =
         format!("[[keys]]\nid = {id:?}\nhash = \"sha256:{hash}\"\nscopes = {scopes:?}\n");

@@ -10,7 +10,7 @@ use std::time::Duration;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use prost::Message;
 
-use crate::harness::{Vigil, eventually, vigil_binary};
+use crate::harness::{Vigil, config_text, eventually, vigil_binary};
 use crate::otlp::{logs_request, now_ns};
 use crate::redaction::all_files;
 
@@ -69,16 +69,7 @@ async fn compacted(vigil: &Vigil) {
 /// Runs `vigil serve` on `data_dir`, which must fail at start-up; returns its log.
 fn serve_until_exit(data_dir: &Path, keyring: &Path, scratch: &Path) -> String {
     let config_file = scratch.join("refused.toml");
-    std::fs::write(
-        &config_file,
-        format!(
-            "version = 1\n[server]\ngrpc_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\n\
-             api_addr = \"127.0.0.1:0\"\n[storage]\ndata_dir = {:?}\n{}",
-            data_dir.display().to_string(),
-            config(keyring).replace("[storage]\nsegment_max_age = \"300ms\"\n", "")
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config_file, config_text(data_dir, &config(keyring))).unwrap();
     let log = scratch.join("refused.log");
     let mut child = Command::new(vigil_binary())
         .args(["serve", "--config"])

@@ -50,7 +50,7 @@ pub fn vigil_binary() -> PathBuf {
 
 /// Merges `extra` (TOML) over the test defaults: ephemeral ports, the given data dir, quiet
 /// background work.
-fn config_text(data_dir: &Path, extra: &str) -> String {
+pub(crate) fn config_text(data_dir: &Path, extra: &str) -> String {
     let mut base: toml::Table = toml::from_str(&format!(
         r#"
         version = 1

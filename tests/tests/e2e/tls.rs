@@ -13,9 +13,9 @@ use prost::Message;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use sha2::Digest;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
+use crate::auth::entry;
 use crate::harness::{Vigil, eventually};
 use crate::otlp::{logs_request, now_ns};
 
@@ -145,8 +145,8 @@ async fn post_logs_as(
     Ok((status, rejected))
 }
 
-async fn grpc_export(vigil: &Vigil, ca: &Ca, identity: Option<&Pair>) -> Result<(), String> {
-    grpc_export_as(vigil, ca, identity, None).await.map(drop)
+async fn grpc_export(vigil: &Vigil, ca: &Ca, identity: Option<&Pair>) -> Result<(), tonic::Status> {
+    grpc_export_as(vigil, ca, identity, None).await
 }
 
 /// Exports 2 `checkout` records over OTLP/gRPC, with a bearer key if given.
@@ -155,7 +155,8 @@ async fn grpc_export_as(
     ca: &Ca,
     identity: Option<&Pair>,
     key: Option<&str>,
-) -> Result<(), String> {
+) -> Result<(), tonic::Status> {
+    let unavailable = |e: tonic::transport::Error| tonic::Status::unavailable(e.to_string());
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&ca.pem))
         .domain_name("localhost");
@@ -165,10 +166,10 @@ async fn grpc_export_as(
     let channel = Channel::from_shared(format!("https://localhost:{}", vigil.addrs.grpc.port()))
         .unwrap()
         .tls_config(tls)
-        .map_err(|e| e.to_string())?
+        .map_err(unavailable)?
         .connect()
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(unavailable)?;
     let mut request = tonic::Request::new(logs_request("checkout", "tls-grpc", 2, now_ns()));
     if let Some(key) = key {
         request
@@ -179,7 +180,6 @@ async fn grpc_export_as(
         .export(request)
         .await
         .map(drop)
-        .map_err(|s| s.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,22 +318,10 @@ async fn a_client_certificate_binds_the_service_it_names() {
     const ANALYST: &str = "vgl_e2e_cert_test_analyst_0000000000000000000";
     const PAYMENTS: &str = "vgl_e2e_cert_test_payments_ingest_0000000000";
     let keys = dir.path().join("keys.toml");
-    let entry = |id: &str, key: &str, scopes: &str, services: &str| {
-        let hash: String = sha2::Sha256::digest(key.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        format!("[[keys]]\nid = {id:?}\nhash = \"sha256:{hash}\"\nscopes = {scopes}\n{services}")
-    };
     std::fs::write(
         &keys,
-        entry("analyst", ANALYST, "[\"query\"]", "")
-            + &entry(
-                "payments",
-                PAYMENTS,
-                "[\"ingest\"]",
-                "services = [\"payments\"]\n",
-            ),
+        entry("analyst", ANALYST, &["query"], None)
+            + &entry("payments", PAYMENTS, &["ingest"], Some(&["payments"])),
     )
     .unwrap();
     let config = format!(
@@ -381,10 +369,8 @@ async fn a_client_certificate_binds_the_service_it_names() {
     let err = grpc_export_as(&vigil, &server_ca, Some(&checkout), Some(PAYMENTS))
         .await
         .unwrap_err();
-    assert!(
-        err.contains("PermissionDenied") || err.contains("not bound"),
-        "{err}"
-    );
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+    assert!(err.message().contains("not bound"), "{err}");
 
     // Only checkout's records were stored: 4 over HTTP, 2 over gRPC.
     let sql = "SELECT service, count(*) AS n FROM logs GROUP BY service ORDER BY service";

@@ -585,7 +585,12 @@ async fn a_receiver_that_hangs_times_out_without_holding_up_other_sinks() {
         row[3].as_str().unwrap().contains("timed out"),
         "the dead letter says the receiver timed out: {row:?}"
     );
-    assert!(receiver.delivered("hangs").is_empty());
+    // The attempts reached the hanging receiver (the timeouts are its hangs, not refused
+    // connections); it never answers, so it never records a delivery.
+    assert!(
+        receiver.held("hangs").1 >= 1,
+        "the hanging receiver was never reached"
+    );
     assert_eq!(receiver.delivered("fine").len(), 1);
 }
 
