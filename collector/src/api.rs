@@ -21,8 +21,8 @@ use crate::detection::{DetectorHandle, DetectorUnavailable};
 use crate::metrics::Metrics;
 use crate::pipeline::IngestHandle;
 use crate::query::{self, QueryEngine, QueryError};
+use crate::reload::Reloadable;
 use crate::storage::Appender;
-use crate::storage::crypto::Keyring;
 
 pub use console::is_console_path;
 
@@ -38,16 +38,15 @@ pub struct ApiParts {
     pub metrics: Metrics,
     /// Checks every request (the scope comes from the path; see [`auth::require`]).
     pub auth: Auth,
-    /// The storage keyring, reloaded with the API keys.
-    pub storage_keys: Option<Keyring>,
+    /// What `POST /api/v1/admin/reload` re-reads.
+    pub reload: Reloadable,
 }
 
 #[derive(Clone)]
 struct ApiState {
     ingest: IngestHandle,
     metrics: Metrics,
-    auth: Auth,
-    storage_keys: Option<Keyring>,
+    reload: Reloadable,
 }
 
 /// State of the triage and detector endpoints.
@@ -65,8 +64,7 @@ pub fn router(parts: ApiParts) -> Router {
     let state = ApiState {
         ingest: parts.ingest,
         metrics: parts.metrics.clone(),
-        auth: parts.auth.clone(),
-        storage_keys: parts.storage_keys,
+        reload: parts.reload,
     };
     let (app_appender, app_redactor) = (parts.appender.clone(), parts.redactor.clone());
     let app = AppState {
@@ -99,9 +97,9 @@ pub fn router(parts: ApiParts) -> Router {
     router.layer(middleware::from_fn_with_state(parts.auth, auth::require))
 }
 
-/// `POST /api/v1/admin/reload`: re-reads the API key file and the storage keyring, like
-/// SIGHUP. 200 with the number of valid API keys and the storage key now encrypting; 422 when
-/// a file has problems (what is in use stays, and the other file is still reloaded).
+/// `POST /api/v1/admin/reload`: re-reads what SIGHUP re-reads (see [`crate::reload`]). 200
+/// with the number of valid API keys and the storage key now encrypting; 422 when a file has
+/// problems (what is in use stays, and the other files are still reloaded).
 async fn reload(
     State(s): State<ApiState>,
     Extension(caller): Extension<Arc<Principal>>,
@@ -113,42 +111,38 @@ async fn reload(
         )
             .into_response()
     };
-    if !s.auth.enabled() && s.storage_keys.is_none() {
+    if s.reload.is_empty() {
         return unprocessable(
-            "nothing to reload: no auth.keys_file and no storage.encryption keyring".to_owned(),
+            "nothing to reload: no auth, TLS or storage encryption is configured".to_owned(),
         );
     }
-    let keys = s.auth.enabled().then(|| s.auth.reload()).transpose();
-    let storage_key = s.storage_keys.as_ref().map(Keyring::reload).transpose();
-    match (keys, storage_key) {
-        (Ok(keys), Ok(storage_key)) => {
-            tracing::info!(by = %caller.id, ?keys, ?storage_key, "keys reloaded through the admin API");
-            let mut body = serde_json::Map::new();
-            let mut detail = Vec::new();
-            if let Some(keys) = keys {
-                body.insert("keys".into(), keys.into());
-                detail.push(format!("{keys} keys valid"));
-            }
-            if let Some(id) = storage_key {
-                detail.push(format!("storage key {id} encrypts"));
-                body.insert("storage_key".into(), id.into());
-            }
-            let mut response = Json(body).into_response();
-            response.extensions_mut().insert(AuditDetail {
-                action: Some("reload"),
-                detail: Some(detail.join("; ")),
-                rows: None,
-            });
-            response
-        }
-        (keys, storage_key) => {
-            let errors: Vec<String> = [keys.err(), storage_key.err().map(|e| e.to_string())]
-                .into_iter()
-                .flatten()
-                .collect();
-            unprocessable(errors.join("; "))
-        }
+    let reloaded = s.reload.reload();
+    let errors = reloaded.errors();
+    if !errors.is_empty() {
+        return unprocessable(errors.join("; "));
     }
+    tracing::info!(by = %caller.id, ?reloaded, "reloaded through the admin API");
+    let mut body = serde_json::Map::new();
+    let mut detail = Vec::new();
+    if let Some(Ok(keys)) = reloaded.keys {
+        body.insert("keys".into(), keys.into());
+        detail.push(format!("{keys} keys valid"));
+    }
+    if let Some(Ok(())) = reloaded.tls {
+        body.insert("tls".into(), "reloaded".into());
+        detail.push("TLS files reloaded".to_owned());
+    }
+    if let Some(Ok(id)) = reloaded.storage_key {
+        detail.push(format!("storage key {id} encrypts"));
+        body.insert("storage_key".into(), id.into());
+    }
+    let mut response = Json(body).into_response();
+    response.extensions_mut().insert(AuditDetail {
+        action: Some("reload"),
+        detail: Some(detail.join("; ")),
+        rows: None,
+    });
+    response
 }
 
 /// The process is up and serving HTTP.

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod query;
 pub mod receiver;
+pub mod reload;
 pub mod secrets;
 pub mod sinks;
 pub mod storage;

@@ -35,6 +35,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::IngestHandle;
 use crate::query::QueryEngine;
 use crate::receiver;
+use crate::reload::Reloadable;
 use crate::sinks::SinkStage;
 use crate::storage::Storage;
 use crate::storage::crypto::Keyring;
@@ -169,6 +170,11 @@ impl Topology {
             stopped.clone(),
             &mut servers,
         );
+        let reloadable = Reloadable {
+            auth: auth.clone(),
+            tls: tls.clone(),
+            storage_keys: storage_keys.clone(),
+        };
         let api_app = api::router(api::ApiParts {
             engine,
             ingest,
@@ -177,13 +183,13 @@ impl Topology {
             redactor,
             metrics: metrics.clone(),
             auth: auth.clone(),
-            storage_keys: storage_keys.clone(),
+            reload: reloadable.clone(),
         });
         spawn_http(&mut servers, api, api_app, tls.as_ref(), &stopped, "api")?;
         if let Some(tls) = &tls {
             servers.spawn(tls.clone().watch(stopped.clone()));
         }
-        servers.spawn(reload_on_sighup(auth, tls, storage_keys, stopped));
+        servers.spawn(reload_on_sighup(reloadable, stopped));
 
         tracing::info!(grpc = %addrs.grpc, http = %addrs.http, api = %addrs.api, "vigil is listening");
         Ok(Self {
@@ -259,9 +265,7 @@ async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {
 /// SIGHUP re-reads the API key file, the TLS files and the storage keyring (rotation without
 /// a restart). A file with problems leaves what is in use unchanged.
 async fn reload_on_sighup(
-    auth: Auth,
-    tls: Option<Tls>,
-    storage_keys: Option<Keyring>,
+    reloadable: Reloadable,
     stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -273,13 +277,14 @@ async fn reload_on_sighup(
             () = &mut stop => return Ok(()),
             _ = hup.recv() => {
                 tracing::info!("received SIGHUP: reloading API keys, TLS files and storage keys");
-                if auth.enabled() && let Err(e) = auth.reload() {
+                let reloaded = reloadable.reload();
+                if let Some(Err(e)) = &reloaded.keys {
                     tracing::error!(error = %e, "cannot reload API keys; the keys in use stay valid");
                 }
-                if let Some(tls) = &tls && let Err(e) = tls.reload() {
+                if let Some(Err(e)) = &reloaded.tls {
                     tracing::error!(error = %e, "cannot reload TLS files; the certificate in use stays");
                 }
-                match storage_keys.as_ref().map(Keyring::reload) {
+                match &reloaded.storage_key {
                     Some(Ok(active)) => tracing::info!(active, "storage keyring reloaded"),
                     Some(Err(e)) => tracing::error!(
                         error = %e,
