@@ -19,8 +19,9 @@ use crate::metrics::Metrics;
 
 /// Seconds of traffic a bucket holds.
 const BURST_SECONDS: u32 = 2;
-/// Tracked services before idle buckets are dropped (services come from the data).
-const MAX_TRACKED_SERVICES: usize = 10_000;
+/// Buckets one limiter tracks before idle ones are dropped: services come from the data and
+/// callers include token subjects, so neither set is bounded by the config.
+const MAX_TRACKED_KEYS: usize = 10_000;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -97,15 +98,10 @@ impl RateLimits {
         let Some(services) = &self.service_records else {
             return Ok(());
         };
-        if services.len() > MAX_TRACKED_SERVICES {
-            services.retain_recent();
-            services.shrink_to_fit();
-        }
-        let column = records
-            .schema()
-            .column_with_name(col::SERVICE)
-            .map(|(i, _)| records.column(i).clone());
-        let Some(service) = column.as_ref().and_then(|c| c.as_string_opt::<i32>()) else {
+        let Some(service) = records
+            .column_by_name(col::SERVICE)
+            .and_then(|c| c.as_string_opt::<i32>())
+        else {
             return Ok(());
         };
         let mut per_service: HashMap<&str, u32> = HashMap::new();
@@ -129,6 +125,10 @@ impl RateLimits {
         let (Some(limiter), Some(n)) = (limiter, NonZeroU32::new(n)) else {
             return Ok(());
         };
+        if limiter.len() > MAX_TRACKED_KEYS {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
         let refused = match limiter.check_key_n(&key.to_owned(), n) {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(not_until)) => {
