@@ -62,6 +62,12 @@ pub struct AlertKey {
     pub group: Vec<(String, String)>,
 }
 
+/// Whether `s` has the shape of a fingerprint ([`AlertKey::fingerprint`]): 16 lower-case hex
+/// digits. Checking it also makes a fingerprint safe inside a SQL string literal.
+pub fn is_fingerprint(s: &str) -> bool {
+    s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 impl AlertKey {
     pub fn new(rule_id: impl Into<String>, service: impl Into<String>) -> Self {
         Self {

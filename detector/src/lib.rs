@@ -16,7 +16,7 @@ pub mod view;
 
 pub use alert::{
     Alert, AlertEvent, AlertKey, AlertState, AlertStateConfig, Candidate, ManualResolution,
-    Observation, Sample, Severity, Status, Suppressed, alerts_batch,
+    Observation, Sample, Severity, Status, Suppressed, alerts_batch, is_fingerprint,
 };
 pub use config::DetectorConfig;
 pub use detect::Detector;

@@ -30,7 +30,7 @@ use vigil_detector::{Alert, ManualResolution, Severity, Status};
 
 use super::{ApiError, AppState, rfc3339};
 use crate::auth::Principal;
-use crate::query::{OutputFormat, encode};
+use crate::query::OutputFormat;
 
 /// Longest comment kept with an action, in characters.
 const MAX_COMMENT_CHARS: usize = 2000;
@@ -184,11 +184,7 @@ fn not_found(fingerprint: &str) -> ApiError {
 
 /// Fingerprints are 16 lower-case hex digits; checking that also keeps SQL literals safe.
 fn check_fingerprint(fingerprint: String) -> Result<String, ApiError> {
-    if fingerprint.len() == 16
-        && fingerprint
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    {
+    if vigil_detector::is_fingerprint(&fingerprint) {
         Ok(fingerprint)
     } else {
         Err(ApiError::InvalidInput(
@@ -357,12 +353,15 @@ async fn list(
     let Query(params) = params
         .map_err(|r| ApiError::InvalidInput(format!("invalid parameters: {}", r.body_text())))?;
     let sql = list_sql(&params)?;
-    let result = app.engine.execute_as(&sql, &caller.visibility()).await?;
-    let (content_type, body) =
-        tokio::task::spawn_blocking(move || encode(&result, OutputFormat::Json))
-            .await
-            .map_err(|e| ApiError::Internal(format!("encoding task failed: {e}")))??;
-    Ok(([(header::CONTENT_TYPE, content_type)], Body::from(body)).into_response())
+    let answer = app
+        .engine
+        .answer(&sql, &caller.visibility(), OutputFormat::Json)
+        .await?;
+    Ok((
+        [(header::CONTENT_TYPE, answer.content_type)],
+        Body::from(answer.body),
+    )
+        .into_response())
 }
 
 /// The list query for `params`, every value checked against its closed set or quoted as a

@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde::Deserialize;
 
-use super::{OutputFormat, QueryEngine, QueryError, encode};
+use super::{OutputFormat, QueryEngine, QueryError};
 use crate::audit::AuditDetail;
 use crate::auth::Principal;
 use crate::metrics::Metrics;
@@ -53,12 +53,7 @@ async fn alert(
     Extension(caller): Extension<Arc<Principal>>,
     Path(fingerprint): Path<String>,
 ) -> Response {
-    // Fingerprints are 16 lower-case hex digits; checking that also keeps the SQL literal safe.
-    if fingerprint.len() != 16
-        || !fingerprint
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    {
+    if !vigil_detector::is_fingerprint(&fingerprint) {
         return error_response(&QueryError::Invalid(
             "an alert fingerprint is 16 lower-case hex digits".into(),
         ));
@@ -149,16 +144,10 @@ async fn run(
     request: QueryRequest,
 ) -> Result<(&'static str, Vec<u8>, u64), QueryError> {
     tracing::debug!(sql = %request.sql, format = ?request.format, "query received");
-    let result = engine
-        .execute_as(&request.sql, &caller.visibility())
+    let answer = engine
+        .answer(&request.sql, &caller.visibility(), request.format)
         .await?;
-    // Encoding a large answer is CPU work: keep it off the async workers.
-    let format = request.format;
-    let rows: u64 = result.batches.iter().map(|b| b.num_rows() as u64).sum();
-    let (content_type, body) = tokio::task::spawn_blocking(move || encode(&result, format))
-        .await
-        .map_err(|e| QueryError::Internal(format!("encoding task failed: {e}")))??;
-    Ok((content_type, body, rows))
+    Ok((answer.content_type, answer.body, answer.rows))
 }
 
 fn status(error: &QueryError) -> StatusCode {

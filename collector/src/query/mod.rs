@@ -256,6 +256,26 @@ impl QueryEngine {
         }
     }
 
+    /// Runs `sql` like [`Self::execute_as`] and encodes the answer as `format`, off the async
+    /// workers (encoding a large answer is CPU work).
+    pub async fn answer(
+        &self,
+        sql: &str,
+        visibility: &Visibility,
+        format: OutputFormat,
+    ) -> Result<Answer, QueryError> {
+        let result = self.execute_as(sql, visibility).await?;
+        let rows = result.batches.iter().map(|b| b.num_rows() as u64).sum();
+        let (content_type, body) = tokio::task::spawn_blocking(move || encode(&result, format))
+            .await
+            .map_err(|e| QueryError::Internal(format!("encoding task failed: {e}")))??;
+        Ok(Answer {
+            content_type,
+            body,
+            rows,
+        })
+    }
+
     /// Parses and plans `sql` without running it: what `execute` would refuse up front.
     pub async fn check(&self, sql: &str) -> Result<(), QueryError> {
         let ctx = self.session(&Visibility::all())?;
@@ -309,6 +329,15 @@ impl QueryEngine {
         }
         Ok(ctx)
     }
+}
+
+/// An encoded answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    /// Rows in the answer.
+    pub rows: u64,
 }
 
 /// What a query may see. Enforced in the query engine: for a caller limited to services, each
