@@ -348,6 +348,7 @@ fn run(
         if last_tick.elapsed() >= TICK {
             last_tick = Instant::now();
             events.extend(detector.tick(now_ns()));
+            writer.metrics.record_detector_stats(&detector.stats());
             for (rule, reason, n) in detector.take_suppressed() {
                 writer
                     .metrics

@@ -80,6 +80,11 @@ pub struct Metrics {
     pub detector_rules: IntGaugeVec,
     /// Records run through the detector, by signal.
     pub detector_records: IntCounterVec,
+    /// What the detector has learned now, by kind (`baseline_services`, `graph_edges`,
+    /// `graph_pending_spans`).
+    pub detector_tracked: IntGaugeVec,
+    /// What the detector's bounds turned away, by kind.
+    pub detector_over_limit: IntCounterVec,
     /// Webhook delivery attempts by sink and outcome (`delivered`, `retry`, `dead`).
     pub webhook_deliveries: IntCounterVec,
     /// Notifications given up on and kept as dead letters, by sink and reason.
@@ -298,6 +303,19 @@ impl Metrics {
                 "Records run through the detector",
                 &["signal"],
             )?,
+            detector_tracked: gauge_vec(
+                "vigil_detector_tracked",
+                "What the detector has learned now: services with a baseline, service-graph \
+                 edges, spans waiting for their parent or child",
+                &["kind"],
+            )?,
+            detector_over_limit: counter(
+                "vigil_detector_over_limit_total",
+                "What the detector's bounds left unwatched: records of services past \
+                 baselines.max_services, edges past graph.max_edges, sources past \
+                 graph.max_sources_per_service, spans evicted past graph.max_pending",
+                &["kind"],
+            )?,
             webhook_deliveries: counter(
                 "vigil_webhook_deliveries_total",
                 "Webhook delivery attempts, by outcome (delivered, retry, dead)",
@@ -410,6 +428,31 @@ impl Metrics {
             self.service_records
                 .with_label_values(&[self.services.label(service), signal])
                 .inc_by(n);
+        }
+    }
+
+    /// Publishes the detector's sizes and what its bounds turned away.
+    pub fn record_detector_stats(&self, stats: &vigil_detector::detect::DetectorStats) {
+        let tracked = [
+            ("baseline_services", stats.baseline_services),
+            ("graph_edges", stats.graph.edges),
+            ("graph_pending_spans", stats.graph.pending),
+        ];
+        for (kind, n) in tracked {
+            self.detector_tracked
+                .with_label_values(&[kind])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        let over_limit = [
+            ("baseline_records", stats.baseline_untracked_records),
+            ("graph_edges", stats.graph.edges_over_limit),
+            ("graph_sources", stats.graph.sources_over_limit),
+            ("graph_pending_spans", stats.graph.pending_evicted),
+        ];
+        for (kind, total) in over_limit {
+            // The detector keeps totals; the counter follows them (one writer).
+            let counter = self.detector_over_limit.with_label_values(&[kind]);
+            counter.inc_by(total.saturating_sub(counter.get()));
         }
     }
 

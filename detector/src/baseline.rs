@@ -244,6 +244,11 @@ impl Baselines {
         self.untracked_records
     }
 
+    /// Services with a baseline now.
+    pub fn services(&self) -> usize {
+        self.services.len()
+    }
+
     fn align(&self, now_ns: i64) -> i64 {
         now_ns
             .div_euclid(self.bucket_ns)

@@ -13,12 +13,24 @@ use crate::alert::{
 use crate::baseline::{Baselines, BaselinesSnapshot};
 use crate::config::{DetectorConfig, ExposureConfig};
 use crate::fields::FieldMap;
-use crate::graph::{GraphSnapshot, ServiceGraph};
+use crate::graph::{GraphSnapshot, GraphStats, ServiceGraph};
 use crate::sigma::{RuleSet, SigmaEngine};
 use crate::view::{BatchView, ViewError};
 
 /// Rule id of alerts raised for credentials found in telemetry.
 pub const EXPOSURE_RULE: &str = "exposure.secret_in_telemetry";
+
+/// How much the detector has learned, and what its bounds turned away (all counts since
+/// start), for operators: a non-zero count means a limit in `[detector]` is too small for the
+/// deployment, and part of the traffic goes unwatched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetectorStats {
+    /// Services with a baseline.
+    pub baseline_services: usize,
+    /// Records of services beyond `baselines.max_services`, not baselined.
+    pub baseline_untracked_records: u64,
+    pub graph: GraphStats,
+}
 
 /// What the detector holds between batches. Pure: `now_ns` is always passed in.
 pub struct Detector {
@@ -105,6 +117,14 @@ impl Detector {
     /// The baselines of every service, or of one with its recent buckets.
     pub fn baselines(&self, service: Option<&str>) -> BaselinesSnapshot {
         self.baselines.snapshot(service)
+    }
+
+    pub fn stats(&self) -> DetectorStats {
+        DetectorStats {
+            baseline_services: self.baselines.services(),
+            baseline_untracked_records: self.baselines.untracked_records(),
+            graph: self.graph.stats(),
+        }
     }
 
     /// Observations dropped since the last call, per rule and reason.

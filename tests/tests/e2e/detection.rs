@@ -402,3 +402,122 @@ async fn a_scheduled_sql_rule_turns_rows_into_alerts_and_resolves_when_they_stop
     assert_eq!(rows[0][0].as_i64(), Some(1), "{rows:?}");
     assert_eq!(rows[0][1].as_i64(), Some(2), "fired and resolved: {rows:?}");
 }
+
+/// Steady traffic for `services` every 250 ms until `stop`, with `errors` of the first
+/// service's records at ERROR severity while `burst` is set.
+async fn steady_logs(
+    vigil: &Vigil,
+    services: [&'static str; 2],
+    burst: &std::sync::atomic::AtomicBool,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut i = 0usize;
+    while !stop.load(Relaxed) {
+        tick.tick().await;
+        for (s, service) in services.iter().enumerate() {
+            let mut lines: Vec<_> = (0..3)
+                .map(|k| {
+                    (
+                        format!("order {} shipped", i * 3 + k),
+                        format!("10.0.4.{}", 10 + k),
+                        Severity::Info,
+                    )
+                })
+                .collect();
+            if s == 0 && burst.load(Relaxed) {
+                lines.extend((0..15).map(|k| {
+                    (
+                        format!("payment provider timed out for order {}", i * 15 + k),
+                        "10.0.4.10".to_string(),
+                        Severity::Error,
+                    )
+                }));
+            }
+            send_logs(vigil, service, lines).await;
+        }
+        i += 1;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_burst_fires_the_services_baseline_and_resolves_after_it() {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    // Buckets of one second so the test runs in seconds; the mechanics are the defaults'.
+    // `min_delta` above the steady rate keeps a stalled sender (on a loaded machine) from
+    // reading as a rate drop or spike.
+    let vigil = Vigil::start(
+        r#"
+        [detector.baselines]
+        bucket = "1s"
+        warmup_buckets = 4
+        min_delta = 15
+        sustain_k = 2
+        sustain_n = 3
+        recover_buckets = 2
+        "#,
+    );
+    let burst = AtomicBool::new(false);
+    let stop = AtomicBool::new(false);
+    let traffic = steady_logs(&vigil, ["orders", "search"], &burst, &stop);
+    let script = async {
+        // Warm-up and then some: the steady level is learned and raises nothing.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        detector_caught_up(&vigil).await;
+        let quiet = alerts(&vigil).await;
+        assert!(quiet.is_empty(), "steady traffic raised alerts: {quiet:#?}");
+
+        burst.store(true, Relaxed);
+        eventually(
+            Duration::from_secs(20),
+            "the error burst fires orders' error-rate baseline",
+            || async {
+                alerts(&vigil)
+                    .await
+                    .iter()
+                    .any(|a| a.0 == "baseline.error_rate" && a.1 == "orders")
+            },
+        )
+        .await;
+        burst.store(false, Relaxed);
+        eventually(
+            Duration::from_secs(30),
+            "the error-rate alert resolves once errors are back to normal",
+            || async {
+                alerts(&vigil)
+                    .await
+                    .iter()
+                    .any(|a| a.0 == "baseline.error_rate" && a.2 == "resolved")
+            },
+        )
+        .await;
+        stop.store(true, Relaxed);
+    };
+    tokio::join!(traffic, script);
+
+    let got = alerts(&vigil).await;
+    for a in &got {
+        // The burst also raises orders' record rate; nothing else may fire, and search,
+        // steady throughout, must stay silent.
+        assert_eq!(
+            a.1, "orders",
+            "a baseline fired for steady traffic: {got:#?}"
+        );
+        assert!(
+            ["baseline.error_rate", "baseline.request_rate"].contains(&a.0.as_str()),
+            "unexpected alert: {a:?}\nall: {got:#?}"
+        );
+    }
+    let fired = got
+        .iter()
+        .find(|a| a.0 == "baseline.error_rate" && a.2 == "firing")
+        .expect("the firing row stays in the table");
+    let details: serde_json::Value = serde_json::from_str(&fired.3).unwrap();
+    let expected = details["expected"].as_f64().unwrap_or(f64::NAN);
+    let observed = details["observed"].as_f64().unwrap_or(f64::NAN);
+    assert!(
+        expected < 5.0 && observed >= expected + 15.0,
+        "scored against the learned level, not the burst: {details}"
+    );
+}

@@ -828,6 +828,11 @@ async fn prometheus_scrapes_vigil_and_runs_every_dashboard_query_and_rule() {
         (r#"vigil_alerts_firing"#, None),
         (r#"vigil_wal_bytes"#, None),
         (r#"sum(vigil_detector_rules{kind="sigma"})"#, None),
+        (r#"vigil_detector_tracked{kind="baseline_services"}"#, None),
+        (
+            r#"vigil_detector_over_limit_total{kind="graph_edges"}"#,
+            Some(0),
+        ),
     ];
     for (promql, want) in expect {
         let got = prometheus.value(promql).await;
