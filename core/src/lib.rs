@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod decode;
+pub mod literals;
 pub mod redact;
 pub mod schema;
 pub mod time;

@@ -341,6 +341,11 @@ impl SigmaEngine {
         })
     }
 
+    #[cfg(test)]
+    pub(crate) fn prefilter(&self) -> &Prefilter {
+        &self.prefilter
+    }
+
     /// Runs every rule over every row; returns what matched, one observation per match.
     ///
     /// The prefilter picks, per row, the rules that may match it; rsigma evaluates only those,

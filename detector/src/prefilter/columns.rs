@@ -9,6 +9,7 @@ use arrow::buffer::{BooleanBuffer, Buffer};
 use rsigma_eval::EventValue;
 use rsigma_eval::matcher::ascii_lowercase_cow;
 
+use super::gates::RegexGates;
 use crate::fields::{BatchEvents, Bound, FieldRef};
 use crate::view::{BatchView, MapColumn};
 
@@ -257,6 +258,7 @@ pub(crate) struct BatchColumns<'e, 'a> {
     attributes: IndexedMap<'e, 'a>,
     resource: IndexedMap<'e, 'a>,
     keywords: OnceCell<Keywords<'e, 'a>>,
+    gates: &'e RegexGates,
 }
 
 /// What keyword selections search: the keyword columns, and every attribute value.
@@ -308,6 +310,7 @@ impl<'e, 'a> BatchColumns<'e, 'a> {
         names: &'e [String],
         attribute_keys: &'e KeySet,
         resource_keys: &'e KeySet,
+        gates: &'e RegexGates,
     ) -> Self {
         let view = events.view();
         Self {
@@ -317,11 +320,17 @@ impl<'e, 'a> BatchColumns<'e, 'a> {
             attributes: IndexedMap::new(view.attributes(), attribute_keys, view.len()),
             resource: IndexedMap::new(view.resources(), resource_keys, view.len()),
             keywords: OnceCell::new(),
+            gates,
         }
     }
 
     pub(crate) fn events(&self) -> &'e BatchEvents<'a> {
         self.events
+    }
+
+    /// The literal gates of the rules' regexes.
+    pub(crate) fn gates(&self) -> &'e RegexGates {
+        self.gates
     }
 
     pub(crate) fn rows(&self) -> usize {

@@ -16,6 +16,7 @@ use rsigma_eval::matcher::GroupMode;
 use rsigma_eval::{CompiledDetectionItem, CompiledMatcher, EventValue};
 
 use super::columns::{BatchColumns, FieldColumn, Ints, Text};
+use super::gates::RegexGates;
 use crate::fields::BatchEvents;
 
 /// How a matcher sees a string, mirroring rsigma's three entry points.
@@ -64,7 +65,13 @@ fn text_item(
         return if expect { strings } else { rows & &!&strings };
     }
     let events = batch.events();
-    let mut out = values(&item.matcher, text, &strings, Mode::Value(events));
+    let mut out = values(
+        &item.matcher,
+        text,
+        &strings,
+        Mode::Value(events),
+        batch.gates(),
+    );
     let present_rows = present.map_or_else(|| rows.clone(), |p| p & rows);
     let nulls = &present_rows & &!&strings;
     if nulls.has_true() {
@@ -105,12 +112,18 @@ pub(super) fn keywords(
     for column in &searched.columns {
         let left = rows & &!&out;
         let strings = &column.valid() & &left;
-        out |= &values(matcher, column, &strings, Mode::Keyword);
+        out |= &values(matcher, column, &strings, Mode::Keyword, batch.gates());
     }
     let left = rows & &!&out;
     if left.has_true() {
         let entries = searched.entries_of(&left);
-        let hits = values(matcher, &searched.attribute_values, &entries, Mode::Keyword);
+        let hits = values(
+            matcher,
+            &searched.attribute_values,
+            &entries,
+            Mode::Keyword,
+            batch.gates(),
+        );
         out |= &searched.rows_with_any(&hits, &left);
     }
     out
@@ -122,6 +135,7 @@ fn values(
     text: &Text,
     rows: &BooleanBuffer,
     mode: Mode<'_, '_>,
+    gates: &RegexGates,
 ) -> BooleanBuffer {
     if !rows.has_true() {
         return rows.clone();
@@ -145,7 +159,11 @@ fn values(
             value,
             case_insensitive,
         } => kernel(Op::EndsWith, value, text, *case_insensitive, rows, mode),
-        CompiledMatcher::Regex(re) => each_value(haystack(text, lowered), rows, |s| re.is_match(s)),
+        CompiledMatcher::Regex(re) => {
+            let haystack = haystack(text, lowered);
+            let rows = gated(gates.regex(re.as_str()), haystack, rows);
+            each_value(haystack, &rows, |s| re.is_match(s))
+        }
         CompiledMatcher::AhoCorasickSet {
             automaton,
             case_insensitive,
@@ -162,17 +180,19 @@ fn values(
         CompiledMatcher::NumericLt(n) if value => numbers(text, rows, |v| v < *n),
         CompiledMatcher::NumericLte(n) if value => numbers(text, rows, |v| v <= *n),
         CompiledMatcher::RegexSetMatch { set, mode: group } => {
-            each_value(haystack(text, lowered), rows, |s| match group {
+            let haystack = haystack(text, lowered);
+            let rows = gated(gates.set(set.patterns()), haystack, rows);
+            each_value(haystack, &rows, |s| match group {
                 GroupMode::Any => set.is_match(s),
                 GroupMode::All => set.matches(s).iter().count() == set.len(),
             })
         }
-        CompiledMatcher::Not(inner) => rows & &!&values(inner, text, rows, mode),
-        CompiledMatcher::AnyOf(children) => any(children, text, rows, mode),
-        CompiledMatcher::AllOf(children) => all(children, text, rows, mode),
+        CompiledMatcher::Not(inner) => rows & &!&values(inner, text, rows, mode, gates),
+        CompiledMatcher::AnyOf(children) => any(children, text, rows, mode, gates),
+        CompiledMatcher::AllOf(children) => all(children, text, rows, mode, gates),
         CompiledMatcher::CaseInsensitiveGroup { children, mode } => match mode {
-            GroupMode::Any => any(children, text, rows, Mode::Lowered),
-            GroupMode::All => all(children, text, rows, Mode::Lowered),
+            GroupMode::Any => any(children, text, rows, Mode::Lowered, gates),
+            GroupMode::All => all(children, text, rows, Mode::Lowered, gates),
         },
         other => match mode {
             Mode::Value(events) => {
@@ -192,6 +212,7 @@ fn any(
     text: &Text,
     rows: &BooleanBuffer,
     mode: Mode<'_, '_>,
+    gates: &RegexGates,
 ) -> BooleanBuffer {
     let mut out = BooleanBuffer::new_unset(rows.len());
     let mut left = rows.clone();
@@ -199,7 +220,7 @@ fn any(
         if !left.has_true() {
             break;
         }
-        let hits = values(child, text, &left, mode);
+        let hits = values(child, text, &left, mode, gates);
         left = &left & &!&hits;
         out |= &hits;
     }
@@ -211,13 +232,14 @@ fn all(
     text: &Text,
     rows: &BooleanBuffer,
     mode: Mode<'_, '_>,
+    gates: &RegexGates,
 ) -> BooleanBuffer {
     let mut left = rows.clone();
     for child in children {
         if !left.has_true() {
             break;
         }
-        left = values(child, text, &left, mode);
+        left = values(child, text, &left, mode, gates);
     }
     left
 }
@@ -267,6 +289,19 @@ fn automaton_matches(
         from = value_end;
     }
     out.finish()
+}
+
+/// The positions of `rows` a regex can match in: those whose value holds one of its gate's
+/// literals, or all of them without a gate.
+fn gated(
+    gate: Option<&AhoCorasick>,
+    haystack: &StringArray,
+    rows: &BooleanBuffer,
+) -> BooleanBuffer {
+    match gate {
+        Some(automaton) => automaton_matches(automaton, haystack, rows),
+        None => rows.clone(),
+    }
 }
 
 /// Whether a string matcher with `case_insensitive` reads the lowercased text in `mode`;

@@ -11,6 +11,7 @@
 //! matchers themselves are evaluated exactly as rsigma evaluates them.
 
 mod columns;
+mod gates;
 mod matchers;
 mod plan;
 
@@ -23,6 +24,7 @@ use rsigma_parser::LogSource;
 use crate::fields::{BatchEvents, FieldMap, PRODUCT};
 use crate::view::BatchView;
 use columns::{BatchColumns, KeySet};
+use gates::RegexGates;
 use plan::Plan;
 
 /// Every rule of an rsigma engine, compiled to row masks.
@@ -32,6 +34,7 @@ pub(crate) struct Prefilter {
     fields: Vec<String>,
     attribute_keys: KeySet,
     resource_keys: KeySet,
+    gates: RegexGates,
 }
 
 struct RulePlan {
@@ -50,13 +53,17 @@ impl Prefilter {
                 names.len() - 1
             })
         };
-        let plans = rules
+        let plans: Vec<RulePlan> = rules
             .iter()
             .map(|rule| RulePlan {
                 logsource: rule.logsource.clone(),
                 condition: Plan::of_rule(&rule.conditions, &rule.detections, &mut field_id),
             })
             .collect();
+        let mut gates = RegexGates::default();
+        for plan in &plans {
+            plan.condition.for_each_matcher(&mut |m| gates.add(m));
+        }
         let mut attribute_keys = KeySet::default();
         let mut resource_keys = KeySet::default();
         for name in &names {
@@ -71,7 +78,14 @@ impl Prefilter {
             fields: names,
             attribute_keys,
             resource_keys,
+            gates,
         }
+    }
+
+    /// How many regexes (or regex sets) have a literal gate.
+    #[cfg(test)]
+    pub(crate) fn regex_gates(&self) -> usize {
+        self.gates.len()
     }
 
     /// The rows of the batch each rule may match.
@@ -82,6 +96,7 @@ impl Prefilter {
             &self.fields,
             &self.attribute_keys,
             &self.resource_keys,
+            &self.gates,
         );
         let mut any = BooleanBuffer::new_unset(view.len());
         let mut rules = Vec::new();

@@ -92,6 +92,20 @@ impl Plan {
         }
     }
 
+    /// Calls `f` with every matcher the plan tests.
+    pub(super) fn for_each_matcher(&self, f: &mut impl FnMut(&CompiledMatcher)) {
+        match self {
+            Plan::True | Plan::False => {}
+            Plan::And(children) | Plan::Or(children) => {
+                for child in children {
+                    child.for_each_matcher(f);
+                }
+            }
+            Plan::Item { item, .. } => f(&item.matcher),
+            Plan::Keywords(matcher) => f(matcher),
+        }
+    }
+
     /// The rows of `rows` the plan keeps.
     pub(super) fn rows(&self, rows: &BooleanBuffer, batch: &BatchColumns<'_, '_>) -> BooleanBuffer {
         if !rows.has_true() {

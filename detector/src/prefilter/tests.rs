@@ -605,3 +605,65 @@ fn a_needle_spanning_two_values_hides_no_match_in_the_second() {
         .collect();
     assert_eq!(fired.len(), 1, "{fired:?}");
 }
+
+#[test]
+fn regexes_behind_literal_gates_still_match_in_any_case() {
+    let rules = Arc::new(
+        RuleSet::load(&[RuleSource {
+            origin: "t.yml".into(),
+            text: r#"
+title: gated regexes
+id: g
+logsource: { product: opentelemetry }
+detection:
+  admin:
+    url.path|re|i: '(?:^|/)(?:admin|actuator)(?:/|$)'
+  kelvin:
+    url.path|re|i: 'kelvin-[0-9]+'
+  either:
+    url.query|re:
+      - 'id=[0-9]+;'
+      - 'cmd=(?:ls|id)'
+  shape:
+    url.query|re: '^[0-9]+$'
+  condition: 1 of them
+"#
+            .into(),
+        }])
+        .expect("rule"),
+    );
+    let engine = SigmaEngine::new(rules.clone(), FieldMap::default()).expect("engine");
+    // `shape` has no literal to gate on: it runs on every value.
+    assert_eq!(engine.prefilter().regex_gates(), 4);
+
+    let cases = [
+        ("/ADMIN/x", "", true),
+        ("/api/Actuator", "", true),
+        // `(?i)k` matches the Kelvin sign, which no ASCII folding of "kelvin" finds.
+        ("/\u{212A}ELVIN-7", "", true),
+        ("/cart", "123", true),
+        ("/cart", "id=7;", true),
+        ("/cart", "x=1&cmd=ls", true),
+        ("/administrators", "", false),
+        ("/cart", "id=x;", false),
+    ];
+    let events: Vec<EventSpec> = cases
+        .iter()
+        .map(|(path, query, _)| {
+            EventSpec::log("web", "hello")
+                .attr("url.path", *path)
+                .attr("url.query", *query)
+        })
+        .collect();
+    let batch = redacted(&events, T0);
+    let view = BatchView::new(&batch).expect("view");
+    let mut gated = SigmaEngine::new(rules.clone(), FieldMap::default()).expect("engine");
+    let mut reference = SigmaEngine::new(rules, FieldMap::default()).expect("engine");
+    let got = gated.process(&view);
+    assert_eq!(
+        normalized(got.clone()),
+        normalized(reference.process_every_row(&view))
+    );
+    let expected = cases.iter().filter(|c| c.2).count();
+    assert_eq!(got.len(), expected, "{}", normalized(got));
+}
