@@ -22,6 +22,7 @@ use vigil_detector::{
     Observation, RuleSet, Status, alerts_batch,
 };
 
+use crate::detector_state::StateFile;
 use crate::metrics::Metrics;
 use crate::query::{QueryEngine, QueryResult};
 use crate::sinks::Sinks;
@@ -31,6 +32,8 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 use vigil_core::time::now_ns;
 
 const TICK: Duration = Duration::from_secs(1);
+/// How often the detector's state is saved for the next start (and at shutdown).
+const SAVE_EVERY: Duration = Duration::from_secs(60);
 /// Commands waiting for the detector thread; more are refused (the API answers 503).
 const COMMAND_QUEUE: usize = 64;
 
@@ -223,6 +226,7 @@ impl DetectorStage {
         appender: Appender,
         sinks: Sinks,
         metrics: Metrics,
+        state: StateFile,
     ) -> anyhow::Result<Self> {
         if !config.enabled {
             tracing::warn!("detector disabled: no rules, baselines or service-graph checks run");
@@ -257,7 +261,7 @@ impl DetectorStage {
         let stopped = stop.clone();
         let thread = std::thread::Builder::new()
             .name("vigil-detector".into())
-            .spawn(move || run(detector, rx, command_rx, writer, &stopped))
+            .spawn(move || run(detector, rx, command_rx, writer, &stopped, &state))
             .context("cannot start the detector thread")?;
         tracing::info!(rules = rule_count, "detector started");
         Ok(Self {
@@ -293,8 +297,11 @@ fn run(
     commands: Receiver<Command>,
     writer: AlertWriter,
     stop: &AtomicBool,
+    state: &StateFile,
 ) {
+    restore(&mut detector, state);
     let mut last_tick = Instant::now();
+    let mut last_save = Instant::now();
     loop {
         let stopping = stop.load(Ordering::Acquire);
         let mut events = Vec::new();
@@ -366,6 +373,42 @@ fn run(
         for reply in replies {
             reply.send();
         }
+        if last_save.elapsed() >= SAVE_EVERY {
+            last_save = Instant::now();
+            save(&detector, state);
+        }
+    }
+    save(&detector, state);
+}
+
+/// Takes over the state the last run saved. A file that cannot be used is set aside (kept for
+/// inspection, not overwritten) and the detector starts afresh.
+fn restore(detector: &mut Detector, state: &StateFile) {
+    let path = state.path();
+    let saved = match state.load() {
+        Ok(Some(saved)) => saved,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = format!("{e:#}"),
+                "cannot read the saved detector state; starting without it");
+            state.set_aside();
+            return;
+        }
+    };
+    let (firing, edges) = (saved.alerts.firing(), saved.graph.edges());
+    match detector.restore(saved) {
+        Ok(()) => tracing::info!(firing, edges, "detector state restored"),
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e,
+                "cannot use the saved detector state; starting without it");
+            state.set_aside();
+        }
+    }
+}
+
+fn save(detector: &Detector, state: &StateFile) {
+    if let Err(e) = state.save(&detector.save(now_ns())) {
+        tracing::error!(error = format!("{e:#}"), "cannot save the detector state");
     }
 }
 

@@ -7,6 +7,8 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod detection;
+pub mod detector_state;
+mod durable;
 pub mod error;
 pub mod limits;
 pub mod metrics;

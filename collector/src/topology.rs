@@ -31,6 +31,7 @@ use crate::api;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::detection::{self, DetectorStage};
+use crate::detector_state::StateFile;
 use crate::metrics::Metrics;
 use crate::pipeline::IngestHandle;
 use crate::query::QueryEngine;
@@ -119,6 +120,7 @@ impl Topology {
             storage.appender(),
             sinks.sinks(),
             metrics.clone(),
+            StateFile::new(&config.storage.data_dir, storage_keys.clone()),
         )?;
         let ingest = IngestHandle::new(
             storage.appender(),

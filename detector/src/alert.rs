@@ -136,6 +136,32 @@ pub struct Sample {
     pub span_id: Option<String>,
 }
 
+/// A saved sample (detector state across restarts); its signal becomes the static name the
+/// live one carries.
+impl<'de> Deserialize<'de> for Sample {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Saved {
+            signal: String,
+            time_ns: i64,
+            trace_id: Option<String>,
+            span_id: Option<String>,
+        }
+        let saved = Saved::deserialize(d)?;
+        let signal = vigil_core::Signal::parse(&saved.signal)
+            .map(vigil_core::Signal::as_str)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!("unknown signal `{}`", saved.signal))
+            })?;
+        Ok(Self {
+            signal,
+            time_ns: saved.time_ns,
+            trace_id: saved.trace_id,
+            span_id: saved.span_id,
+        })
+    }
+}
+
 impl Sample {
     /// Row `row` of `view`: its time and, when set, its trace and span ids.
     pub fn of(view: &crate::view::BatchView<'_>, row: usize) -> Self {
@@ -284,6 +310,7 @@ impl Suppressed {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Firing {
     alert: Alert,
     group: Vec<(String, String)>,
@@ -302,6 +329,21 @@ pub struct AlertState {
 }
 
 const MINUTE_NS: i64 = 60_000_000_000;
+
+/// What of the alert state outlives a restart: the firing alerts (so they are neither raised
+/// twice nor left firing forever in the `alerts` table) and recent resolutions (so flapping
+/// stays suppressed).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SavedAlerts {
+    firing: Vec<Firing>,
+    recently_resolved: Vec<(String, i64)>,
+}
+
+impl SavedAlerts {
+    pub fn firing(&self) -> usize {
+        self.firing.len()
+    }
+}
 
 impl AlertState {
     pub fn new(config: AlertStateConfig) -> Self {
@@ -454,6 +496,30 @@ impl AlertState {
 
     pub fn firing_count(&self) -> usize {
         self.firing.len()
+    }
+
+    pub fn save(&self) -> SavedAlerts {
+        SavedAlerts {
+            firing: self.firing.values().cloned().collect(),
+            recently_resolved: self
+                .recently_resolved
+                .iter()
+                .map(|(f, t)| (f.clone(), *t))
+                .collect(),
+        }
+    }
+
+    /// Takes over what an earlier run saved, up to `max_firing` alerts. Alerts quiet for
+    /// `resolve_after` by now resolve on the next `tick`, as they would have without the
+    /// restart.
+    pub fn restore(&mut self, saved: SavedAlerts) {
+        for firing in saved.firing {
+            if self.firing.len() >= self.config.max_firing {
+                break;
+            }
+            self.firing.insert(firing.alert.fingerprint.clone(), firing);
+        }
+        self.recently_resolved.extend(saved.recently_resolved);
     }
 
     /// Whether `fingerprint` resolved within the last `suppress_for`.

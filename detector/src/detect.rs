@@ -8,12 +8,13 @@ use vigil_core::RedactedBatch;
 use vigil_core::redact::Category;
 
 use crate::alert::{
-    AlertEvent, AlertKey, AlertState, Candidate, ManualResolution, Observation, Sample, Suppressed,
+    AlertEvent, AlertKey, AlertState, Candidate, ManualResolution, Observation, Sample,
+    SavedAlerts, Suppressed,
 };
 use crate::baseline::{Baselines, BaselinesSnapshot};
 use crate::config::{DetectorConfig, ExposureConfig};
 use crate::fields::FieldMap;
-use crate::graph::{GraphSnapshot, GraphStats, ServiceGraph};
+use crate::graph::{GraphSnapshot, GraphStats, SavedGraph, ServiceGraph};
 use crate::sigma::{RuleSet, SigmaEngine};
 use crate::view::{BatchView, ViewError};
 
@@ -30,6 +31,20 @@ pub struct DetectorStats {
     /// Records of services beyond `baselines.max_services`, not baselined.
     pub baseline_untracked_records: u64,
     pub graph: GraphStats,
+}
+
+/// Version of [`SavedState`]'s layout; a file of another version is not read.
+pub const SAVED_STATE_VERSION: u32 = 1;
+
+/// What the detector carries across a restart: firing alerts and recent resolutions, and the
+/// learned service graph. Baselines warm up again, and Sigma correlation windows start empty.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SavedState {
+    pub version: u32,
+    /// When it was saved (ns).
+    pub saved_ns: i64,
+    pub alerts: SavedAlerts,
+    pub graph: SavedGraph,
 }
 
 /// What the detector holds between batches. Pure: `now_ns` is always passed in.
@@ -117,6 +132,30 @@ impl Detector {
     /// The baselines of every service, or of one with its recent buckets.
     pub fn baselines(&self, service: Option<&str>) -> BaselinesSnapshot {
         self.baselines.snapshot(service)
+    }
+
+    pub fn save(&self, now_ns: i64) -> SavedState {
+        SavedState {
+            version: SAVED_STATE_VERSION,
+            saved_ns: now_ns,
+            alerts: self.state.save(),
+            graph: self.graph.save(),
+        }
+    }
+
+    /// Takes over the state an earlier run saved; refuses a layout of another version.
+    pub fn restore(&mut self, saved: SavedState) -> Result<(), String> {
+        if saved.version != SAVED_STATE_VERSION {
+            return Err(format!(
+                "saved detector state has version {}, this build reads {SAVED_STATE_VERSION}",
+                saved.version
+            ));
+        }
+        self.state.restore(saved.alerts);
+        if self.graph.enabled() {
+            self.graph.restore(saved.graph);
+        }
+        Ok(())
     }
 
     pub fn stats(&self) -> DetectorStats {

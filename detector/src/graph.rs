@@ -177,11 +177,35 @@ pub struct ServiceSnapshot {
 }
 
 /// What is kept of a learned edge.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Edge {
     first_seen_ns: i64,
     after_learning: bool,
     alerted: bool,
+}
+
+/// What of the graph outlives a restart: the learned edges and sources, and when learning
+/// ended, so a restart neither opens a new learning window nor re-alerts known edges.
+/// Spans waiting for their parent or child are not kept.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SavedGraph {
+    learning_until: Option<i64>,
+    edges: Vec<(String, String, Edge)>,
+    sources: Vec<SavedSources>,
+}
+
+impl SavedGraph {
+    pub fn edges(&self) -> usize {
+        self.edges.len()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SavedSources {
+    service: String,
+    ips: Vec<IpAddr>,
+    hosts: Vec<String>,
+    learning_until: i64,
 }
 
 /// The learned service graph. Pure: time is passed in.
@@ -257,6 +281,64 @@ impl ServiceGraph {
     pub fn tick(&mut self, now_ns: i64) -> Vec<Observation> {
         self.join.expire(now_ns);
         Vec::new()
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.config.enabled
+    }
+
+    pub fn save(&self) -> SavedGraph {
+        SavedGraph {
+            learning_until: self.learning_until,
+            edges: self
+                .edges
+                .iter()
+                .flat_map(|(caller, callees)| {
+                    callees
+                        .iter()
+                        .map(|(callee, edge)| (caller.clone(), callee.clone(), *edge))
+                })
+                .collect(),
+            sources: self
+                .sources
+                .iter()
+                .map(|(service, s)| SavedSources {
+                    service: service.clone(),
+                    ips: s.ips.iter().copied().collect(),
+                    hosts: s.hosts.iter().cloned().collect(),
+                    learning_until: s.learning_until,
+                })
+                .collect(),
+        }
+    }
+
+    /// Takes over what an earlier run learned, within this run's limits.
+    pub fn restore(&mut self, saved: SavedGraph) {
+        self.learning_until = saved.learning_until.or(self.learning_until);
+        for (caller, callee, edge) in saved.edges {
+            if self.edge_count >= self.config.max_edges {
+                break;
+            }
+            let callees = self.edges.entry(caller).or_default();
+            if callees.insert(callee, edge).is_none() {
+                self.edge_count += 1;
+            }
+        }
+        let cap = self.config.max_sources_per_service;
+        for saved in saved.sources {
+            let sources = self.sources.entry(saved.service).or_default();
+            sources.learning_until = saved.learning_until;
+            for ip in saved.ips {
+                if sources.len() < cap {
+                    sources.ips.insert(ip);
+                }
+            }
+            for host in saved.hosts {
+                if sources.len() < cap {
+                    sources.hosts.insert(host);
+                }
+            }
+        }
     }
 
     /// Learned caller→callee edges, sorted.

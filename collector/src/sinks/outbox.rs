@@ -9,10 +9,11 @@
 //! Every write is a write to a temporary file, fsync, rename, fsync of the directory: a crash
 //! leaves the old or the new file, never a torn one.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::durable::{sync_dir, write_atomic};
 
 use super::group::Groups;
 
@@ -144,24 +145,9 @@ fn quarantine(path: &Path, error: &dyn std::fmt::Display) {
     }
 }
 
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, dir.join(name))?;
-    sync_dir(dir)
-}
-
 fn remove_synced(dir: &Path, name: &str) -> std::io::Result<()> {
     std::fs::remove_file(dir.join(name))?;
     sync_dir(dir)
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

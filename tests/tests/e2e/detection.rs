@@ -79,7 +79,7 @@ impl Request {
 /// child, exported by two SDK providers as two services would.
 pub(crate) async fn send_requests(vigil: &Vigil, requests: Vec<Request>) {
     let frontend = tracer_provider(vigil, "frontend");
-    let callees: Vec<(&'static str, SdkTracerProvider)> = ["cart", "payments-admin"]
+    let callees: Vec<(&'static str, SdkTracerProvider)> = ["cart", "payments-admin", "ledger"]
         .into_iter()
         .map(|s| (s, tracer_provider(vigil, s)))
         .collect();
@@ -520,4 +520,68 @@ async fn an_error_burst_fires_the_services_baseline_and_resolves_after_it() {
         expected < 5.0 && observed >= expected + 15.0,
         "scored against the learned level, not the burst: {details}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firing_alerts_and_the_learned_graph_survive_a_restart() {
+    let config = r#"
+        [detector.graph]
+        learning = "3s"
+    "#;
+    let mut vigil = Vigil::start(config);
+    benign_traffic(&vigil, 0, 30).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let new_edge = |callee: &'static str| Request {
+        path: "/admin/refunds",
+        callee,
+        ..Request::benign(2)
+    };
+    send_requests(&vigil, vec![new_edge("payments-admin")]).await;
+    eventually(Duration::from_secs(20), "the new edge fires", || async {
+        alerts(&vigil)
+            .await
+            .iter()
+            .any(|a| a.0 == "graph.new_edge" && a.1 == "payments-admin")
+    })
+    .await;
+
+    // A graceful stop saves the state; the next start takes it over.
+    vigil.stop_term();
+    assert!(vigil.data_dir.join("detector/state").is_file());
+    let vigil = vigil.restart(config);
+    assert!(
+        vigil.log_text().contains("detector state restored"),
+        "{}",
+        vigil.log_text()
+    );
+    // Known traffic and the edge already firing raise nothing new; an edge never seen alerts
+    // at once: the restart opened no new learning period.
+    benign_traffic(&vigil, 30, 10).await;
+    send_requests(&vigil, vec![new_edge("payments-admin"), new_edge("ledger")]).await;
+    eventually(
+        Duration::from_secs(20),
+        "an edge first seen after the restart fires",
+        || async {
+            alerts(&vigil)
+                .await
+                .iter()
+                .any(|a| a.0 == "graph.new_edge" && a.1 == "ledger")
+        },
+    )
+    .await;
+    detector_caught_up(&vigil).await;
+    let got = alerts(&vigil).await;
+    let rows: Vec<(&str, &str, &str)> = got
+        .iter()
+        .map(|a| (a.0.as_str(), a.1.as_str(), a.2.as_str()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("graph.new_edge", "ledger", "firing"),
+            ("graph.new_edge", "payments-admin", "firing"),
+        ],
+        "one row per alert, no duplicate after the restart"
+    );
+    assert_eq!(vigil.metric("vigil_alerts_firing", &[]).await, 2.0);
 }
