@@ -1,35 +1,28 @@
-//! The detector's state across restarts: `<data_dir>/detector/state`, rewritten every minute
-//! and at shutdown, read at start. With encryption at rest it is sealed with the active
-//! storage key like every other file Vigil persists.
-//!
-//! Layout: `VGDSTATE` | format (0 plain, 1 sealed) | key id length (u8) | key id | payload,
-//! the payload being the JSON of [`SavedState`] (sealed: AES-256-GCM over it, bound to this
-//! file's purpose).
+//! The detector's state across restarts: `<data_dir>/detector/state`, the JSON of
+//! [`SavedState`], rewritten every minute and at shutdown and read at start. With encryption at
+//! rest it is sealed with the active storage key like every other file Vigil persists.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use vigil_detector::detect::SavedState;
 
 use crate::durable::write_atomic;
-use crate::storage::crypto::Keyring;
+use crate::storage::crypto::FileSealer;
 
-const MAGIC: &[u8; 8] = b"VGDSTATE";
-const PLAIN: u8 = 0;
-const SEALED: u8 = 1;
-const AAD: &[u8] = b"vigil detector state v1";
+const PURPOSE: &[u8] = b"vigil detector state";
 const NAME: &str = "state";
 
 pub struct StateFile {
     dir: PathBuf,
-    keyring: Option<Keyring>,
+    sealer: FileSealer,
 }
 
 impl StateFile {
-    pub fn new(data_dir: &Path, keyring: Option<Keyring>) -> Self {
+    pub fn new(data_dir: &Path, sealer: FileSealer) -> Self {
         Self {
             dir: data_dir.join("detector"),
-            keyring,
+            sealer,
         }
     }
 
@@ -45,29 +38,14 @@ impl StateFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
-        let json = self.decode(&bytes)?;
+        let json = self.sealer.open(PURPOSE, bytes, "the detector state")?;
         let state = serde_json::from_slice(&json).context("saved detector state is not valid")?;
         Ok(Some(state))
     }
 
     pub fn save(&self, state: &SavedState) -> anyhow::Result<()> {
         let json = serde_json::to_vec(state).context("cannot encode the detector state")?;
-        let mut bytes = MAGIC.to_vec();
-        match &self.keyring {
-            None => {
-                bytes.extend([PLAIN, 0]);
-                bytes.extend(json);
-            }
-            Some(keyring) => {
-                let keys = keyring.keys();
-                let key = keys.active();
-                let id = key.id().as_bytes();
-                let id_len = u8::try_from(id.len()).context("storage key id too long")?;
-                bytes.extend([SEALED, id_len]);
-                bytes.extend(id);
-                bytes.extend(key.seal(AAD, &json)?);
-            }
-        }
+        let bytes = self.sealer.seal(PURPOSE, json)?;
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
         write_atomic(&self.dir, NAME, &bytes)
@@ -84,38 +62,6 @@ impl StateFile {
             tracing::error!(error = %e, "cannot set the detector state file aside");
         }
     }
-
-    fn decode(&self, bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
-        let Some(rest) = bytes.strip_prefix(MAGIC.as_slice()) else {
-            bail!("not a detector state file");
-        };
-        let Some((&[format, id_len], rest)) = rest.split_first_chunk::<2>() else {
-            bail!("detector state file is truncated");
-        };
-        let Some((id, payload)) = rest.split_at_checked(usize::from(id_len)) else {
-            bail!("detector state file is truncated");
-        };
-        match format {
-            PLAIN => Ok(payload.to_vec()),
-            SEALED => {
-                let Some(keyring) = &self.keyring else {
-                    bail!(
-                        "the detector state is encrypted but no storage keyring is configured \
-                         ([storage.encryption])"
-                    );
-                };
-                let id = std::str::from_utf8(id).context("detector state key id")?;
-                let keys = keyring.keys();
-                let key = keys.get(id).ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "the detector state is encrypted with storage key `{id}`, which is not in the keyring"
-                    )
-                })?;
-                Ok(key.open(AAD, payload, "the detector state")?)
-            }
-            other => bail!("unknown detector state format {other}"),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -126,7 +72,7 @@ mod tests {
     use vigil_detector::{Detector, DetectorConfig, RuleSet};
 
     use super::*;
-    use crate::storage::crypto::{EncryptionConfig, generate_entry};
+    use crate::storage::crypto::{EncryptionConfig, Keyring, generate_entry};
 
     fn keyring(dir: &Path, entries: &[String]) -> Keyring {
         let path = dir.join("storage.keys");
@@ -151,7 +97,7 @@ mod tests {
     #[test]
     fn plain_and_sealed_states_read_back_and_a_wrong_keyring_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let plain = StateFile::new(dir.path(), None);
+        let plain = StateFile::new(dir.path(), FileSealer::default());
         assert!(plain.load().unwrap().is_none(), "no file yet");
         plain.save(&state()).unwrap();
         let back = plain.load().unwrap().unwrap();
@@ -160,7 +106,7 @@ mod tests {
         let key = generate_entry("k1").unwrap();
         let sealed = StateFile::new(
             dir.path(),
-            Some(keyring(dir.path(), std::slice::from_ref(&key))),
+            FileSealer::new(Some(keyring(dir.path(), std::slice::from_ref(&key)))),
         );
         sealed.save(&state()).unwrap();
         let bytes = std::fs::read(sealed.path()).unwrap();
@@ -171,10 +117,13 @@ mod tests {
         assert_eq!(sealed.load().unwrap().unwrap().saved_ns, 42);
 
         // Without the keyring, or with a keyring lacking the key, the state is not read.
-        let no_keys = StateFile::new(dir.path(), None);
+        let no_keys = StateFile::new(dir.path(), FileSealer::default());
         assert!(format!("{:#}", no_keys.load().unwrap_err()).contains("no storage keyring"));
         let other = generate_entry("k2").unwrap();
-        let rotated_out = StateFile::new(dir.path(), Some(keyring(dir.path(), &[other])));
+        let rotated_out = StateFile::new(
+            dir.path(),
+            FileSealer::new(Some(keyring(dir.path(), &[other]))),
+        );
         assert!(format!("{:#}", rotated_out.load().unwrap_err()).contains("`k1`"));
 
         // A flipped byte fails authentication.
@@ -188,7 +137,7 @@ mod tests {
             sealed.load().unwrap().is_none(),
             "set aside, not in the way"
         );
-        std::fs::write(sealed.path(), b"VGDSTATE").unwrap();
-        assert!(format!("{:#}", sealed.load().unwrap_err()).contains("truncated"));
+        std::fs::write(sealed.path(), b"VGSEALED").unwrap();
+        assert!(sealed.load().is_err(), "a truncated header");
     }
 }

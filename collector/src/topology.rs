@@ -39,6 +39,7 @@ use crate::receiver;
 use crate::reload::Reloadable;
 use crate::sinks::SinkStage;
 use crate::storage::Storage;
+use crate::storage::crypto::FileSealer;
 use crate::storage::crypto::Keyring;
 use crate::tls::{Tls, TlsConnectInfo};
 
@@ -105,6 +106,8 @@ impl Topology {
         };
 
         let scheme = if tls.is_some() { "https" } else { "http" };
+        // Files beside WAL and Parquet (outboxes, detector state) are sealed like them.
+        let sealer = FileSealer::new(storage_keys.clone());
         let sinks = SinkStage::start(
             &config.alerts,
             &format!("{scheme}://{}", addrs.api),
@@ -112,6 +115,7 @@ impl Topology {
             redactor.clone(),
             storage.appender(),
             metrics.clone(),
+            sealer.clone(),
         )?;
         let detector = DetectorStage::start(
             &config.detector,
@@ -120,7 +124,7 @@ impl Topology {
             storage.appender(),
             sinks.sinks(),
             metrics.clone(),
-            StateFile::new(&config.storage.data_dir, storage_keys.clone()),
+            StateFile::new(&config.storage.data_dir, sealer.clone()),
         )?;
         let ingest = IngestHandle::new(
             storage.appender(),

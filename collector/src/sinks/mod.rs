@@ -45,6 +45,7 @@ use sign::SigningKey;
 use crate::metrics::Metrics;
 use crate::secrets::read_secret;
 use crate::storage::Appender;
+use crate::storage::crypto::FileSealer;
 use vigil_core::time::now_ns;
 
 /// Why a notification became a dead letter (the `reason` column and metric label).
@@ -148,6 +149,7 @@ impl SinkStage {
         redactor: Redactor,
         appender: Appender,
         metrics: Metrics,
+        sealer: FileSealer,
     ) -> anyhow::Result<Self> {
         let egress = Arc::new(
             EgressPolicy::parse(&config.egress_allow)
@@ -173,7 +175,7 @@ impl SinkStage {
                 .with_context(|| format!("{}: HEC token", at()))?;
             let sender = Sender::new(c, &egress, key, token).with_context(at)?;
             let dir = data_dir.join("outbox").join(&c.name);
-            let (outbox, recovered) = Outbox::open(&dir)
+            let (outbox, recovered) = Outbox::open(&dir, sealer.clone())
                 .with_context(|| format!("{}: cannot open outbox {}", at(), dir.display()))?;
             if !recovered.pending.is_empty() {
                 tracing::info!(sink = %c.name, pending = recovered.pending.len(),

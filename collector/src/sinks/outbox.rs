@@ -7,13 +7,15 @@
 //! - `dead/<id>.json`: a notification given up on, until it is in the `dead_letters` table.
 //!
 //! Every write is a write to a temporary file, fsync, rename, fsync of the directory: a crash
-//! leaves the old or the new file, never a torn one.
+//! leaves the old or the new file, never a torn one. With encryption at rest every file is
+//! sealed with the storage key (`FileSealer`).
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::durable::{sync_dir, write_atomic};
+use crate::storage::crypto::FileSealer;
 
 use super::group::Groups;
 
@@ -47,6 +49,7 @@ impl Message {
 
 pub struct Outbox {
     dir: PathBuf,
+    sealer: FileSealer,
 }
 
 /// What a sink finds in its outbox at start.
@@ -59,41 +62,46 @@ pub struct Recovered {
 const GROUPS: &str = "groups.json";
 const PENDING: &str = "pending";
 const DEAD: &str = "dead";
+const GROUPS_PURPOSE: &[u8] = b"vigil outbox groups";
+const MESSAGE_PURPOSE: &[u8] = b"vigil outbox message";
 
 impl Outbox {
     /// Opens (creating) the outbox of one sink and reads what it holds. Unreadable files are
     /// renamed to `*.corrupt` and reported, never silently dropped.
-    pub fn open(dir: &Path) -> std::io::Result<(Self, Recovered)> {
+    pub fn open(dir: &Path, sealer: FileSealer) -> std::io::Result<(Self, Recovered)> {
         for d in [dir.to_owned(), dir.join(PENDING), dir.join(DEAD)] {
             std::fs::create_dir_all(&d)?;
         }
         let outbox = Outbox {
             dir: dir.to_owned(),
+            sealer,
         };
         let groups = match std::fs::read(dir.join(GROUPS)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                quarantine(&dir.join(GROUPS), &e);
-                Groups::default()
-            }),
+            Ok(bytes) => outbox
+                .decode(GROUPS_PURPOSE, bytes, "the outbox's groups")
+                .unwrap_or_else(|e| {
+                    quarantine(&dir.join(GROUPS), &e);
+                    Groups::default()
+                }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Groups::default(),
             Err(e) => return Err(e),
         };
         let recovered = Recovered {
             groups,
-            pending: read_messages(&dir.join(PENDING))?,
-            dead: read_messages(&dir.join(DEAD))?,
+            pending: outbox.read_messages(&dir.join(PENDING))?,
+            dead: outbox.read_messages(&dir.join(DEAD))?,
         };
         Ok((outbox, recovered))
     }
 
     pub fn save_groups(&self, groups: &Groups) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec(groups).map_err(std::io::Error::other)?;
+        let bytes = self.encode(GROUPS_PURPOSE, groups)?;
         write_atomic(&self.dir, GROUPS, &bytes)
     }
 
     /// Stores (or replaces) a pending message.
     pub fn put(&self, m: &Message) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec(m).map_err(std::io::Error::other)?;
+        let bytes = self.encode(MESSAGE_PURPOSE, m)?;
         write_atomic(&self.dir.join(PENDING), &m.file_name(), &bytes)
     }
 
@@ -103,7 +111,7 @@ impl Outbox {
 
     /// Moves a message to the dead letters (durably, before it leaves `pending`).
     pub fn bury(&self, m: &Message) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec(m).map_err(std::io::Error::other)?;
+        let bytes = self.encode(MESSAGE_PURPOSE, m)?;
         write_atomic(&self.dir.join(DEAD), &m.file_name(), &bytes)?;
         match self.remove(m) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -115,25 +123,45 @@ impl Outbox {
     pub fn forget_dead(&self, m: &Message) -> std::io::Result<()> {
         remove_synced(&self.dir.join(DEAD), &m.file_name())
     }
-}
 
-fn read_messages(dir: &Path) -> std::io::Result<Vec<Message>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.extension().is_none_or(|e| e != "json") {
-            continue;
-        }
-        match std::fs::read(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice::<Message>(&b).map_err(|e| e.to_string()))
-        {
-            Ok(m) => out.push(m),
-            Err(e) => quarantine(&path, &e),
-        }
+    fn encode(&self, purpose: &[u8], value: &impl Serialize) -> std::io::Result<Vec<u8>> {
+        let json = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+        self.sealer
+            .seal(purpose, json)
+            .map_err(std::io::Error::other)
     }
-    out.sort_by(|a, b| (a.created_ns, &a.id).cmp(&(b.created_ns, &b.id)));
-    Ok(out)
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        purpose: &[u8],
+        bytes: Vec<u8>,
+        what: &str,
+    ) -> Result<T, String> {
+        let json = self
+            .sealer
+            .open(purpose, bytes, what)
+            .map_err(|e| e.to_string())?;
+        serde_json::from_slice(&json).map_err(|e| e.to_string())
+    }
+
+    fn read_messages(&self, dir: &Path) -> std::io::Result<Vec<Message>> {
+        let mut out: Vec<Message> = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| self.decode(MESSAGE_PURPOSE, b, "an outbox message"))
+            {
+                Ok(m) => out.push(m),
+                Err(e) => quarantine(&path, &e),
+            }
+        }
+        out.sort_by(|a, b| (a.created_ns, &a.id).cmp(&(b.created_ns, &b.id)));
+        Ok(out)
+    }
 }
 
 fn quarantine(path: &Path, error: &dyn std::fmt::Display) {
@@ -173,7 +201,7 @@ mod tests {
     #[test]
     fn messages_survive_reopen_in_order_and_corrupt_files_are_set_aside() {
         let dir = tempfile::tempdir().unwrap();
-        let (outbox, r) = Outbox::open(dir.path()).unwrap();
+        let (outbox, r) = Outbox::open(dir.path(), FileSealer::default()).unwrap();
         assert!(r.pending.is_empty() && r.dead.is_empty());
         let (a, b, c) = (
             message("msg_b", 2),
@@ -196,7 +224,7 @@ mod tests {
         .unwrap();
         drop(outbox);
 
-        let (outbox, r) = Outbox::open(dir.path()).unwrap();
+        let (outbox, r) = Outbox::open(dir.path(), FileSealer::default()).unwrap();
         assert_eq!(r.pending, vec![a2]);
         assert_eq!(r.dead, vec![b.clone()]);
         assert!(
@@ -205,7 +233,7 @@ mod tests {
                 .exists()
         );
         outbox.forget_dead(&b).unwrap();
-        let (_, r) = Outbox::open(dir.path()).unwrap();
+        let (_, r) = Outbox::open(dir.path(), FileSealer::default()).unwrap();
         assert!(r.dead.is_empty());
     }
 }

@@ -312,6 +312,64 @@ pub fn generate_entry(id: &str) -> Result<String, CryptoError> {
     Ok(entry)
 }
 
+/// Small files beside WAL and Parquet (the detector's state, the webhook outboxes), sealed with
+/// the active storage key when encryption at rest is on: `VGSEALED` | key id length (u8) |
+/// key id | nonce | ciphertext | tag, bound to the file's purpose. Without a keyring the
+/// payload is written as it is, and plain files stay readable once encryption is turned on.
+#[derive(Clone, Default)]
+pub struct FileSealer {
+    keyring: Option<Keyring>,
+}
+
+const SEALED_MAGIC: &[u8; 8] = b"VGSEALED";
+
+impl FileSealer {
+    pub fn new(keyring: Option<Keyring>) -> Self {
+        Self { keyring }
+    }
+
+    pub fn seal(&self, purpose: &[u8], payload: Vec<u8>) -> Result<Vec<u8>, CryptoError> {
+        let Some(keyring) = &self.keyring else {
+            return Ok(payload);
+        };
+        let keys = keyring.keys();
+        let key = keys.active();
+        let id = key.id().as_bytes();
+        let id_len = u8::try_from(id.len())
+            .map_err(|_| CryptoError::Invalid(format!("key id `{}` is too long", key.id())))?;
+        let mut out = SEALED_MAGIC.to_vec();
+        out.push(id_len);
+        out.extend_from_slice(id);
+        out.extend(key.seal(purpose, &payload)?);
+        Ok(out)
+    }
+
+    /// The payload of what [`Self::seal`] wrote for `purpose`; `what` names the file in errors.
+    pub fn open(&self, purpose: &[u8], bytes: Vec<u8>, what: &str) -> Result<Vec<u8>, CryptoError> {
+        let Some(rest) = bytes.strip_prefix(SEALED_MAGIC.as_slice()) else {
+            return Ok(bytes);
+        };
+        let truncated = || CryptoError::Tampered(what.to_owned());
+        let (&id_len, rest) = rest.split_first().ok_or_else(truncated)?;
+        let (id, sealed) = rest
+            .split_at_checked(usize::from(id_len))
+            .ok_or_else(truncated)?;
+        let id = std::str::from_utf8(id).map_err(|_| truncated())?;
+        let Some(keyring) = &self.keyring else {
+            return Err(CryptoError::Invalid(format!(
+                "{what} is encrypted with key `{id}` but no storage keyring is configured \
+                 ([storage.encryption])"
+            )));
+        };
+        let keys = keyring.keys();
+        let key = keys.get(id).ok_or_else(|| CryptoError::UnknownKey {
+            what: what.to_owned(),
+            id: id.to_owned(),
+        })?;
+        key.open(purpose, sealed, what)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,5 @@
-//! Encryption at rest end to end: with a storage keyring, no byte of the WAL or of a Parquet
-//! file holds what was sent; queries still read everything; a rotated key encrypts new files
+//! Encryption at rest end to end: with a storage keyring, no byte of the WAL, of a Parquet
+//! file, of a webhook outbox or of the detector's saved state holds what was sent; queries still read everything; a rotated key encrypts new files
 //! while the old key still reads old ones; a keyring missing a key in use stops start-up with
 //! a clear reason instead of hiding data.
 
@@ -256,4 +256,68 @@ async fn encrypted_storage_holds_no_plaintext_and_rotates_keys() {
 
     let vigil = vigil.restart(&config(&keyring));
     assert_eq!(vigil.scalar_i64("SELECT count(*) FROM logs").await, 300);
+}
+
+/// Leaks a key in the logs of a service named `marker` with a webhook sink whose receiver is
+/// down, then stops Vigil gracefully: the alert waits in the sink's outbox and in the
+/// detector's saved state. Returns the files holding `marker`, outside WAL and Parquet.
+async fn side_files_naming(extra_config: &str, marker: &str) -> Vec<PathBuf> {
+    let config = format!(
+        "{extra_config}\n[alerts]\negress_allow = [\"127.0.0.1\"]\n\n[[alerts.sinks]]\n\
+         name = \"siem\"\nformat = \"alertmanager\"\nurl = \"http://127.0.0.1:9/hook\"\n\
+         group_wait = \"0s\"\ninitial_backoff = \"30s\"\n"
+    );
+    let mut vigil = Vigil::start(&config);
+    let leak = format!("AWS_ACCESS_KEY_ID={}", crate::detection::AWS_KEY);
+    let status = reqwest::Client::new()
+        .post(format!("{}/v1/logs", vigil.http_endpoint()))
+        .header("content-type", "application/x-protobuf")
+        .body(logs_request(marker, &leak, 1, now_ns()).encode_to_vec())
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    let pending = vigil.data_dir.join("outbox/siem/pending");
+    eventually(
+        Duration::from_secs(30),
+        "the notification waits in the outbox",
+        || async { std::fs::read_dir(&pending).is_ok_and(|mut d| d.next().is_some()) },
+    )
+    .await;
+    vigil.stop_term();
+    assert!(vigil.data_dir.join("detector/state").is_file());
+    all_files(&vigil.data_dir)
+        .into_iter()
+        .filter(|p| p.extension().is_none_or(|e| e != "wal" && e != "parquet"))
+        .filter(|p| {
+            std::fs::read(p)
+                .unwrap_or_default()
+                .windows(marker.len())
+                .any(|w| w == marker.as_bytes())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outboxes_and_the_detector_state_are_sealed_too() {
+    // Control: without a keyring the service name is in the outbox and the saved state.
+    let marker = format!("plainsvc{:x}", now_ns());
+    let plain = side_files_naming("", &marker).await;
+    let in_dir = |dir: &str| plain.iter().any(|p| p.to_string_lossy().contains(dir));
+    assert!(
+        in_dir("/outbox/") && in_dir("/detector/"),
+        "control found the marker only in {plain:?}"
+    );
+
+    let scratch = tempfile::tempdir().unwrap();
+    let keyring = scratch.path().join("storage.keys");
+    std::fs::write(&keyring, format!("{}\n", new_storage_key("k1"))).unwrap();
+    let marker = format!("sealedsvc{:x}", now_ns());
+    let sealed = side_files_naming(&config(&keyring), &marker).await;
+    assert_eq!(
+        sealed,
+        Vec::<PathBuf>::new(),
+        "plaintext outside WAL and Parquet"
+    );
 }
