@@ -206,6 +206,34 @@ async fn alerts(vigil: &Vigil) -> Vec<(String, String, String, String)> {
         .collect()
 }
 
+/// Waits up to `secs` for an alerts row of `rule` whose service (or, with `Status`, status)
+/// is `value`.
+async fn until_alert(
+    vigil: &Vigil,
+    secs: u64,
+    what: &str,
+    rule: &str,
+    field: AlertField,
+    value: &str,
+) {
+    eventually(Duration::from_secs(secs), what, || async {
+        alerts(vigil).await.iter().any(|a| {
+            a.0 == rule
+                && match field {
+                    AlertField::Service => a.1 == value,
+                    AlertField::Status => a.2 == value,
+                }
+        })
+    })
+    .await;
+}
+
+#[derive(Clone, Copy)]
+enum AlertField {
+    Service,
+    Status,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attacks_raise_alerts_and_benign_traffic_raises_none() {
     let vigil = Vigil::start(
@@ -364,15 +392,13 @@ async fn a_scheduled_sql_rule_turns_rows_into_alerts_and_resolves_when_they_stop
     };
     send_logs(&vigil, "payments", errors(2)).await;
     send_logs(&vigil, "cart", errors(3)).await;
-    eventually(
-        Duration::from_secs(20),
+    until_alert(
+        &vigil,
+        20,
         "the sql rule fires for cart",
-        || async {
-            alerts(&vigil)
-                .await
-                .iter()
-                .any(|a| a.0 == "sql.error_logs" && a.1 == "cart")
-        },
+        "sql.error_logs",
+        AlertField::Service,
+        "cart",
     )
     .await;
     let got = alerts(&vigil).await;
@@ -385,15 +411,13 @@ async fn a_scheduled_sql_rule_turns_rows_into_alerts_and_resolves_when_they_stop
 
     // Once the errors are older than the query's window, the group is no longer returned and
     // the alert resolves (a second row, same fingerprint).
-    eventually(
-        Duration::from_secs(30),
+    until_alert(
+        &vigil,
+        30,
         "the sql alert resolves",
-        || async {
-            alerts(&vigil)
-                .await
-                .iter()
-                .any(|a| a.0 == "sql.error_logs" && a.2 == "resolved")
-        },
+        "sql.error_logs",
+        AlertField::Status,
+        "resolved",
     )
     .await;
     let rows = vigil
@@ -469,27 +493,23 @@ async fn an_error_burst_fires_the_services_baseline_and_resolves_after_it() {
         assert!(quiet.is_empty(), "steady traffic raised alerts: {quiet:#?}");
 
         burst.store(true, Relaxed);
-        eventually(
-            Duration::from_secs(20),
+        until_alert(
+            &vigil,
+            20,
             "the error burst fires orders' error-rate baseline",
-            || async {
-                alerts(&vigil)
-                    .await
-                    .iter()
-                    .any(|a| a.0 == "baseline.error_rate" && a.1 == "orders")
-            },
+            "baseline.error_rate",
+            AlertField::Service,
+            "orders",
         )
         .await;
         burst.store(false, Relaxed);
-        eventually(
-            Duration::from_secs(30),
+        until_alert(
+            &vigil,
+            30,
             "the error-rate alert resolves once errors are back to normal",
-            || async {
-                alerts(&vigil)
-                    .await
-                    .iter()
-                    .any(|a| a.0 == "baseline.error_rate" && a.2 == "resolved")
-            },
+            "baseline.error_rate",
+            AlertField::Status,
+            "resolved",
         )
         .await;
         stop.store(true, Relaxed);
@@ -537,12 +557,14 @@ async fn firing_alerts_and_the_learned_graph_survive_a_restart() {
         ..Request::benign(2)
     };
     send_requests(&vigil, vec![new_edge("payments-admin")]).await;
-    eventually(Duration::from_secs(20), "the new edge fires", || async {
-        alerts(&vigil)
-            .await
-            .iter()
-            .any(|a| a.0 == "graph.new_edge" && a.1 == "payments-admin")
-    })
+    until_alert(
+        &vigil,
+        20,
+        "the new edge fires",
+        "graph.new_edge",
+        AlertField::Service,
+        "payments-admin",
+    )
     .await;
 
     // A graceful stop saves the state; the next start takes it over.
@@ -558,15 +580,13 @@ async fn firing_alerts_and_the_learned_graph_survive_a_restart() {
     // at once: the restart opened no new learning period.
     benign_traffic(&vigil, 30, 10).await;
     send_requests(&vigil, vec![new_edge("payments-admin"), new_edge("ledger")]).await;
-    eventually(
-        Duration::from_secs(20),
+    until_alert(
+        &vigil,
+        20,
         "an edge first seen after the restart fires",
-        || async {
-            alerts(&vigil)
-                .await
-                .iter()
-                .any(|a| a.0 == "graph.new_edge" && a.1 == "ledger")
-        },
+        "graph.new_edge",
+        AlertField::Service,
+        "ledger",
     )
     .await;
     detector_caught_up(&vigil).await;
