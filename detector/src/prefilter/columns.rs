@@ -18,6 +18,8 @@ pub(crate) struct Text {
     values: StringArray,
     lowered: OnceCell<StringArray>,
     numbers: OnceCell<Vec<Option<f64>>>,
+    /// Per regex gate, the raw and the lowercased values holding one of its literals.
+    gate_hits: [OnceCell<Vec<BooleanBuffer>>; 2],
 }
 
 impl Text {
@@ -26,7 +28,21 @@ impl Text {
             values,
             lowered: OnceCell::new(),
             numbers: OnceCell::new(),
+            gate_hits: [OnceCell::new(), OnceCell::new()],
         }
+    }
+
+    /// The values (lowercased or not) where regex gate `gate` passes; computed for every gate
+    /// at once on first use.
+    pub(crate) fn gate_hits(
+        &self,
+        lowered: bool,
+        gates: &RegexGates,
+        gate: usize,
+    ) -> Option<&BooleanBuffer> {
+        let cell = self.gate_hits.get(usize::from(lowered))?;
+        let haystack = if lowered { self.lowered() } else { self.raw() };
+        cell.get_or_init(|| gates.scan(haystack)).get(gate)
     }
 
     /// The values as they are.

@@ -160,9 +160,8 @@ fn values(
             case_insensitive,
         } => kernel(Op::EndsWith, value, text, *case_insensitive, rows, mode),
         CompiledMatcher::Regex(re) => {
-            let haystack = haystack(text, lowered);
-            let rows = gated(gates.regex(re.as_str()), haystack, rows);
-            each_value(haystack, &rows, |s| re.is_match(s))
+            let rows = gated(gates.regex(re.as_str()), gates, text, lowered, rows);
+            each_value(haystack(text, lowered), &rows, |s| re.is_match(s))
         }
         CompiledMatcher::AhoCorasickSet {
             automaton,
@@ -180,9 +179,8 @@ fn values(
         CompiledMatcher::NumericLt(n) if value => numbers(text, rows, |v| v < *n),
         CompiledMatcher::NumericLte(n) if value => numbers(text, rows, |v| v <= *n),
         CompiledMatcher::RegexSetMatch { set, mode: group } => {
-            let haystack = haystack(text, lowered);
-            let rows = gated(gates.set(set.patterns()), haystack, rows);
-            each_value(haystack, &rows, |s| match group {
+            let rows = gated(gates.set(set.patterns()), gates, text, lowered, rows);
+            each_value(haystack(text, lowered), &rows, |s| match group {
                 GroupMode::Any => set.is_match(s),
                 GroupMode::All => set.matches(s).iter().count() == set.len(),
             })
@@ -294,12 +292,14 @@ fn automaton_matches(
 /// The positions of `rows` a regex can match in: those whose value holds one of its gate's
 /// literals, or all of them without a gate.
 fn gated(
-    gate: Option<&AhoCorasick>,
-    haystack: &StringArray,
+    gate: Option<usize>,
+    gates: &RegexGates,
+    text: &Text,
+    lowered: bool,
     rows: &BooleanBuffer,
 ) -> BooleanBuffer {
-    match gate {
-        Some(automaton) => automaton_matches(automaton, haystack, rows),
+    match gate.and_then(|g| text.gate_hits(lowered, gates, g)) {
+        Some(hits) => hits & rows,
         None => rows.clone(),
     }
 }

@@ -60,10 +60,12 @@ impl Prefilter {
                 condition: Plan::of_rule(&rule.conditions, &rule.detections, &mut field_id),
             })
             .collect();
-        let mut gates = RegexGates::default();
+        let mut matchers = Vec::new();
         for plan in &plans {
-            plan.condition.for_each_matcher(&mut |m| gates.add(m));
+            plan.condition
+                .for_each_matcher(&mut |m| matchers.push(m.clone()));
         }
+        let gates = RegexGates::new(&matchers);
         let mut attribute_keys = KeySet::default();
         let mut resource_keys = KeySet::default();
         for name in &names {
