@@ -26,10 +26,10 @@ struct ApiState {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct QueryRequest {
-    sql: String,
+pub(super) struct QueryRequest {
+    pub(super) sql: String,
     #[serde(default)]
-    format: OutputFormat,
+    pub(super) format: OutputFormat,
 }
 
 /// axum router serving `POST /api/v1/query` with body `{"sql": "...", "format": "json"}`.
@@ -97,8 +97,8 @@ async fn query(
         }
     };
     let mut sql = None;
-    let outcome = match serde_json::from_slice::<QueryRequest>(&body) {
-        Err(e) => Err(QueryError::Invalid(format!("malformed request body: {e}"))),
+    let outcome = match parse_request(&body) {
+        Err(e) => Err(e),
         Ok(request) => {
             sql = Some(request.sql.clone());
             run(&api.engine, &caller, request).await
@@ -135,6 +135,12 @@ async fn query(
         rows,
     });
     response
+}
+
+/// Reads a `POST /api/v1/query` body.
+pub(super) fn parse_request(body: &[u8]) -> Result<QueryRequest, QueryError> {
+    serde_json::from_slice(body)
+        .map_err(|e| QueryError::Invalid(format!("malformed request body: {e}")))
 }
 
 /// Runs a query as `caller`: a key limited to services sees only their rows.

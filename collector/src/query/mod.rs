@@ -2,6 +2,9 @@
 //! read-only under per-query time, memory and row limits, plus the query API's wire formats.
 
 mod format;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod guard;
 mod http;
 mod provider;

@@ -2,6 +2,9 @@
 //! Both only translate their transport to and from [`IngestHandle`]; this module holds what they share.
 
 mod decompress;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod grpc;
 mod http;
 #[cfg(test)]

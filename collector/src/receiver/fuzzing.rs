@@ -1,0 +1,48 @@
+//! The OTLP/HTTP body handling for the fuzz targets in `fuzz/`: the decompression and the
+//! protobuf and JSON decoders the receivers call, unchanged. Errors are returned as the text a
+//! client would get.
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+use super::decompress::{self, Encoding};
+use super::{Logs, Traces, decode_json, decode_protobuf};
+
+/// A `Content-Encoding` the receiver accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    Identity,
+    Gzip,
+    Zstd,
+}
+
+/// Decodes `body` as the receiver does with `ingest.max_body_bytes = limit`.
+pub fn decompress(coding: Coding, body: &[u8], limit: usize) -> Result<Bytes, String> {
+    let encoding = match coding {
+        Coding::Identity => Encoding::Identity,
+        Coding::Gzip => Encoding::Gzip,
+        Coding::Zstd => Encoding::Zstd,
+    };
+    decompress::decompress(encoding, Bytes::copy_from_slice(body), limit).map_err(|e| e.to_string())
+}
+
+/// An `application/x-protobuf` body of `POST /v1/logs` (and `LogsService/Export`).
+pub fn logs_from_protobuf(body: &[u8]) -> Result<ExportLogsServiceRequest, String> {
+    decode_protobuf::<Logs>(body).map_err(|e| e.to_string())
+}
+
+/// An `application/x-protobuf` body of `POST /v1/traces` (and `TraceService/Export`).
+pub fn traces_from_protobuf(body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
+    decode_protobuf::<Traces>(body).map_err(|e| e.to_string())
+}
+
+/// An `application/json` body of `POST /v1/logs`.
+pub fn logs_from_json(body: &[u8]) -> Result<ExportLogsServiceRequest, String> {
+    decode_json::<Logs>(body).map_err(|e| e.to_string())
+}
+
+/// An `application/json` body of `POST /v1/traces`.
+pub fn traces_from_json(body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
+    decode_json::<Traces>(body).map_err(|e| e.to_string())
+}
