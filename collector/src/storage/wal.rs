@@ -187,9 +187,7 @@ impl SegmentWriter {
 
 /// fsyncs a directory so a created, renamed or removed entry survives a crash.
 pub fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+    crate::durable::sync_dir(dir).map_err(io_err(dir))
 }
 
 fn header(segment: u64, keys: Option<&KeySet>) -> Vec<u8> {
