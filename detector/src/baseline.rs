@@ -1124,7 +1124,7 @@ mod tests {
     use vigil_core::{RedactedBatch, Redactor};
 
     use super::*;
-    use crate::synthetic::{self, EventSpec};
+    use crate::synthetic::{self, EventSpec, Rng};
 
     const SEC: i64 = 1_000_000_000;
     const BUCKET: i64 = 60 * SEC;
@@ -1171,34 +1171,6 @@ mod tests {
                 }
                 left -= n;
             }
-        }
-    }
-
-    /// Deterministic noise (splitmix64).
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-        /// Uniform in (0, 1].
-        fn unit(&mut self) -> f64 {
-            ((self.next() >> 11) + 1) as f64 / (1u64 << 53) as f64
-        }
-        /// Poisson(`mean`) by Knuth's method (fine for means up to a few hundred).
-        fn poisson(&mut self, mean: f64) -> u64 {
-            let limit = (-mean).exp();
-            let mut k = 0;
-            let mut p = self.unit();
-            while p > limit {
-                k += 1;
-                p *= self.unit();
-            }
-            k
         }
     }
 
@@ -1275,7 +1247,7 @@ mod tests {
                 auth_failures: Traffic::new(|_| {
                     log("auth", "Login failed for user").attr("http.response.status_code", 401)
                 }),
-                rng: Rng(7),
+                rng: Rng::new(7),
             }
         }
 
@@ -1518,7 +1490,7 @@ mod tests {
         let mut b = Baselines::new(BaselineConfig::default());
         let normal = Traffic::new(|i| server_span("api", 20.0 + (i * 7 % 20) as f64));
         let slow = Traffic::new(|i| server_span("api", 200.0 + (i % 50) as f64));
-        let mut rng = Rng(3);
+        let mut rng = Rng::new(3);
         let warm = run(&mut b, 0, 15, |b, _, now| {
             let n = rng.poisson(60.0);
             normal.feed(b, n, now)
@@ -1547,7 +1519,7 @@ mod tests {
     #[test]
     fn a_flood_fires_request_rate_and_silence_fires_a_drop() {
         let web = Traffic::new(|_| log("web", "GET / 200"));
-        let mut rng = Rng(11);
+        let mut rng = Rng::new(11);
         let mut b = Baselines::new(BaselineConfig::default());
         run(&mut b, 0, 15, |b, _, now| {
             let n = rng.poisson(60.0);
@@ -1591,7 +1563,7 @@ mod tests {
             )
         });
         let mut b = Baselines::new(BaselineConfig::default());
-        let mut rng = Rng(5);
+        let mut rng = Rng::new(5);
         run(&mut b, 0, 15, |b, _, now| {
             let n = rng.poisson(50.0);
             few.feed(b, n, now)
@@ -1626,7 +1598,7 @@ mod tests {
             server_span("api", 10.0).attr("http.response.body.size", 50 * 1024 * 1024)
         });
         let mut b = Baselines::new(BaselineConfig::default());
-        let mut rng = Rng(9);
+        let mut rng = Rng::new(9);
         run(&mut b, 0, 15, |b, _, now| {
             let n = rng.poisson(50.0);
             api.feed(b, n, now)
@@ -1803,7 +1775,7 @@ mod tests {
         #[test]
         fn stationary_poisson_noise_never_fires(seed in any::<u64>(), mean in 50.0f64..200.0) {
             let (requests, errors) = &*NOISE;
-            let mut rng = Rng(seed);
+            let mut rng = Rng::new(seed);
             let mut b = Baselines::new(BaselineConfig::default());
             let out = run(&mut b, 0, 200, |b, _, now| {
                 let n = rng.poisson(mean);

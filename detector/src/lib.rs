@@ -8,6 +8,7 @@ pub mod detect;
 pub mod fields;
 pub mod graph;
 mod prefilter;
+mod repeats;
 pub mod ruletest;
 pub mod shipped;
 pub mod sigma;

@@ -17,6 +17,7 @@ use vigil_core::Signal;
 use crate::alert::{AlertKey, Candidate, Observation, Sample, Severity};
 use crate::fields::{BatchEvents, FieldMap, PRODUCT, RowEvent, event_logsource};
 use crate::prefilter::Prefilter;
+use crate::repeats::Repeats;
 use crate::view::BatchView;
 
 /// Rule text and where it came from (a path, or `shipped:<file>`).
@@ -279,15 +280,18 @@ fn compile_alone(rule: &SigmaRule) -> Result<(), String> {
     engine.add_rule(rule).map_err(|e| e.to_string())
 }
 
-fn build_engine(collection: &SigmaCollection) -> Result<CorrelationEngine, String> {
-    let config = CorrelationConfig {
+fn correlation_config() -> CorrelationConfig {
+    CorrelationConfig {
         max_state_entries: MAX_STATE_ENTRIES,
         max_group_entries: Some(MAX_GROUP_ENTRIES),
         // Rules that only feed correlations do not alert on their own (Sigma `generate`).
         emit_detections: false,
         ..CorrelationConfig::default()
-    };
-    let mut engine = CorrelationEngine::new(config);
+    }
+}
+
+fn build_engine(collection: &SigmaCollection) -> Result<CorrelationEngine, String> {
+    let mut engine = CorrelationEngine::new(correlation_config());
     engine
         .add_collection(collection)
         .map_err(|e| e.to_string())?;
@@ -309,6 +313,7 @@ struct Correlations {
     /// Ids of detection rules that only feed correlations (Sigma `generate: false`). rsigma
     /// 0.23 filters these only when referenced by id, so Vigil filters them itself.
     correlation_only: HashSet<String>,
+    repeats: Repeats,
 }
 
 impl SigmaEngine {
@@ -330,6 +335,7 @@ impl SigmaEngine {
             })
             .map(|r| rule_key(r.id.as_deref(), r.name.as_deref(), &r.title))
             .collect();
+        let repeats = Repeats::new(collection, correlation_config().action_on_match);
         Ok(Self {
             rules,
             fields,
@@ -337,8 +343,22 @@ impl SigmaEngine {
             correlations: Correlations {
                 engine,
                 correlation_only,
+                repeats,
             },
         })
+    }
+
+    /// The same engine feeding rsigma every repeat: the reference the repeat filter is tested
+    /// against.
+    #[cfg(test)]
+    pub(crate) fn without_repeat_filter(mut self) -> Self {
+        self.correlations.repeats = Repeats::none();
+        self
+    }
+
+    #[cfg(test)]
+    pub(crate) fn repeats_dropped(&self) -> u64 {
+        self.correlations.repeats.dropped()
     }
 
     #[cfg(test)]
@@ -446,8 +466,13 @@ impl Correlations {
         out: &mut Vec<Observation>,
     ) {
         let results = if self.engine.correlation_rule_count() > 0 {
-            self.engine
-                .process_with_detections(event, detections, event_secs(view, row))
+            // The second rsigma will use (it clamps timestamps so): repeats are per second.
+            let second = event_secs(view, row).clamp(0, i64::MAX / 2);
+            let (fed, repeats) = self.repeats.split(event, detections, second);
+            let mut results = self.engine.process_with_detections(event, fed, second);
+            // Repeats still alert on their own when their rule does (`generate`).
+            results.extend(repeats);
+            results
         } else {
             detections
         };

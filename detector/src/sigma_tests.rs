@@ -440,3 +440,119 @@ fn detections_carry_evidence_for_the_alert() {
         Some("0af7651916cd43dd8448eb211c80319c")
     );
 }
+
+/// A 404 sweep: ten distinct paths from one address within five minutes.
+const SWEEP: &str = "title: miss\nid: miss\nlogsource:\n  product: opentelemetry\ndetection:\n  s:\n    body|contains: not found\n  condition: s\n---\n\
+     title: sweep\nid: sweep\ncorrelation:\n  type: value_count\n  rules: [miss]\n  group-by: [client.address]\n  timespan: 5m\n  condition:\n    field: url.path\n    gte: 10\n";
+
+fn miss(ip: &str, path: &str, at_ns: i64) -> EventSpec {
+    log("not found")
+        .attr("client.address", ip)
+        .attr("url.path", path)
+        .at(at_ns)
+}
+
+/// `(rule, group, second)` of every firing, the events going in batches of `batch` rows.
+fn firings(
+    engine: &mut SigmaEngine,
+    events: &[EventSpec],
+    batch: usize,
+) -> Vec<(String, String, i64)> {
+    let mut out = Vec::new();
+    for chunk in events.chunks(batch) {
+        let built = synthetic::batch(chunk, T0).expect("batch");
+        let redacted = Redactor::disabled().apply(built).expect("redact");
+        let view = BatchView::new(&redacted).expect("view");
+        for o in engine.process(&view) {
+            if let Observation::Fire(c) = o {
+                out.push((
+                    c.key.rule_id,
+                    format!("{:?}", c.key.group),
+                    c.time_ns.div_euclid(SEC),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[test]
+fn a_flood_of_one_value_does_not_push_distinct_values_out_of_the_window() {
+    // Nine distinct paths, then more repeats of the first than a window holds (10 000 entries
+    // per group), then a tenth path: ten distinct paths within five minutes.
+    let mut events: Vec<EventSpec> = (0..9)
+        .map(|i| miss("198.51.100.7", &format!("/p{i}"), i64::from(i) * SEC))
+        .collect();
+    for i in 0..12_000_i64 {
+        events.push(miss("198.51.100.7", "/p0", 10 * SEC + i * 1_000_000));
+    }
+    events.push(miss("198.51.100.7", "/admin", 30 * SEC));
+    let mut engine = SigmaEngine::new(rules(SWEEP), FieldMap::default()).expect("engine");
+    let fired = firings(&mut engine, &events, 4096);
+    assert!(
+        fired
+            .iter()
+            .any(|(rule, _, at)| rule == "sweep" && *at == T0 / SEC + 30),
+        "the tenth distinct path fires the sweep: {fired:?}"
+    );
+}
+
+#[test]
+fn dropping_repeats_changes_no_value_count_firing() {
+    // Random traffic over three addresses and six paths; seconds advance, with events up to
+    // one second late (as in a batch from several services). Thresholds are low and windows
+    // short so that windows fill, fire and expire many times.
+    let set = rules(
+        &SWEEP
+            .replace("timespan: 5m", "timespan: 4s")
+            .replace("gte: 10", "gte: 4"),
+    );
+    let mut rng = synthetic::Rng::new(7);
+    for round in 0..20 {
+        let mut second = 0_i64;
+        let mut events = Vec::new();
+        for _ in 0..600 {
+            if rng.chance(8) {
+                second += 1 + rng.below(3) as i64;
+            }
+            let late = i64::from(round % 2 == 1 && rng.chance(4));
+            let ip = format!("203.0.113.{}", rng.below(3));
+            let path = format!("/p{}", rng.below(6));
+            let at = (second - late).max(0) * SEC + rng.below(1000) as i64;
+            events.push(miss(&ip, &path, at));
+        }
+        let batch = 1 + rng.below(50);
+        let mut engine = SigmaEngine::new(set.clone(), FieldMap::default()).expect("engine");
+        let filtered = firings(&mut engine, &events, batch);
+        let mut reference_engine = SigmaEngine::new(set.clone(), FieldMap::default())
+            .expect("engine")
+            .without_repeat_filter();
+        let reference = firings(&mut reference_engine, &events, batch);
+        assert!(!reference.is_empty(), "round {round}: the traffic fires");
+        assert!(
+            engine.repeats_dropped() > 50,
+            "round {round}: repeats were dropped ({})",
+            engine.repeats_dropped()
+        );
+        // Every firing of the filtered engine is one rsigma gives when fed everything...
+        for f in &filtered {
+            assert!(
+                reference.contains(f),
+                "round {round}: {f:?} not in the reference"
+            );
+        }
+        // ...and every reference firing has one for the same group at most a second apart
+        // (exactly the same second when no event is late).
+        for (rule, group, at) in &reference {
+            let slack = if round % 2 == 1 { 1 } else { 0 };
+            assert!(
+                filtered
+                    .iter()
+                    .any(|(r, g, a)| r == rule && g == group && (a - at).abs() <= slack),
+                "round {round}: {rule} {group} at {at}s missing: {filtered:?}"
+            );
+        }
+    }
+}

@@ -398,3 +398,55 @@ mod tests {
         assert_eq!(view.int(0, "duration_ns"), Some(12_500_000));
     }
 }
+
+/// Seeded pseudo-random numbers (SplitMix64) for synthetic workloads: a failing test names a
+/// reproducible input.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// True once in `one_in` draws on average.
+    pub fn chance(&mut self, one_in: usize) -> bool {
+        self.below(one_in) == 0
+    }
+
+    pub fn pick<'p>(&mut self, pool: &[&'p str]) -> &'p str {
+        pool.get(self.below(pool.len()))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Uniform in (0, 1].
+    pub fn unit(&mut self) -> f64 {
+        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Poisson(`mean`) by Knuth's method (fine for means up to a few hundred).
+    pub fn poisson(&mut self, mean: f64) -> u64 {
+        let limit = (-mean).exp();
+        let mut k = 0;
+        let mut p = self.unit();
+        while p > limit {
+            k += 1;
+            p *= self.unit();
+        }
+        k
+    }
+}

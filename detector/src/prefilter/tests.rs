@@ -11,7 +11,7 @@ use vigil_core::{RedactedBatch, Redactor};
 use crate::alert::Observation;
 use crate::fields::FieldMap;
 use crate::sigma::{RuleSet, RuleSource, SigmaEngine};
-use crate::synthetic::{self, EventSpec, Scalar};
+use crate::synthetic::{self, EventSpec, Rng, Scalar};
 use crate::view::BatchView;
 
 const T0: i64 = 1_767_225_600_000_000_000;
@@ -205,31 +205,6 @@ fn rule_sets() -> Vec<(&'static str, Arc<RuleSet>)> {
         ("bench", load(&crate::synthetic::topped_up_rules(50))),
         ("forms", load(&[forms])),
     ]
-}
-
-/// SplitMix64: a seeded generator, so a failure names a reproducible batch.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, one_in: usize) -> bool {
-        self.below(one_in) == 0
-    }
-
-    fn pick<'p>(&mut self, pool: &[&'p str]) -> &'p str {
-        pool[self.below(pool.len())]
-    }
 }
 
 const SERVICES: &[&str] = &["auth", "Auth", "shop", "gateway", "journald", "media"];
@@ -481,7 +456,7 @@ fn redacted(events: &[EventSpec], base_ns: i64) -> RedactedBatch {
 
 /// Random batches, each of one signal, some carrying a rule's test events among random rows.
 fn batches(seed: u64, count: usize) -> Vec<RedactedBatch> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let exemplars = exemplar_sequences();
     let mut out = Vec::new();
     for sequence in &exemplars {
