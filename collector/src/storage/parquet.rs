@@ -5,8 +5,9 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, TimestampNanosecondArray};
-use arrow::compute::{concat_batches, sort_to_indices, take_record_batch};
+use arrow::array::{BooleanArray, TimestampNanosecondArray};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
@@ -16,6 +17,7 @@ use parquet::errors::ParquetError;
 use parquet::file::metadata::ParquetMetaDataReader;
 use parquet::file::properties::WriterProperties;
 use parquet::file::statistics::Statistics;
+use parquet::schema::types::ColumnPath;
 use vigil_core::Signal;
 use vigil_core::schema::col;
 
@@ -24,6 +26,9 @@ use super::crypto::Keyring;
 use super::wal::sync_dir;
 
 const NS_PER_HOUR: i64 = 3_600_000_000_000;
+
+/// Columns whose values are (nearly) all distinct.
+const UNIQUE_COLUMNS: &[&str] = &["trace_id", "span_id", "parent_span_id"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ParquetStoreError {
@@ -81,10 +86,17 @@ pub struct ParquetOptions {
 }
 
 impl ParquetOptions {
-    fn writer_properties(&self) -> Result<WriterProperties, ParquetError> {
+    fn writer_properties(&self, signal: Signal) -> Result<WriterProperties, ParquetError> {
         let mut builder = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(self.zstd_level)?))
             .set_max_row_group_row_count(Some(self.row_group_rows.max(1)));
+        // Ids are unique per record: a dictionary never pays, and building one until it
+        // overflows costs a hash of every value.
+        for column in UNIQUE_COLUMNS {
+            if signal.schema().column_with_name(column).is_some() {
+                builder = builder.set_column_dictionary_enabled(ColumnPath::from(*column), false);
+            }
+        }
         if let Some(keyring) = &self.encryption {
             builder = builder
                 .with_file_encryption_properties(keyring.keys().active().parquet_encryption()?);
@@ -113,9 +125,14 @@ fn file_name(segment: u64) -> String {
     format!("{segment:020}.parquet")
 }
 
-/// Writes the rows of one WAL segment as one file per hour partition, sorted by time.
-/// Each file is written under a temporary name, synced and renamed, so a crash never leaves
-/// a half-written file under a final name.
+/// Writes the rows of one WAL segment as one file per hour partition, in the order the WAL
+/// holds them (arrival order, close to time order; each file's time range is in the catalog
+/// and in its row-group statistics). Each file is written under a temporary name, synced and
+/// renamed, so a crash never leaves a half-written file under a final name.
+///
+/// Batches go to the writer as they are: no concatenation, sort or copy of the segment, which
+/// cost as much CPU as the encoding itself. Hours are written one after the other, so a
+/// segment whose records span many hours holds one file open at a time.
 pub fn write_segment(
     root: &Path,
     signal: Signal,
@@ -123,36 +140,130 @@ pub fn write_segment(
     batches: &[RecordBatch],
     options: &ParquetOptions,
 ) -> Result<Vec<ParquetFile>, ParquetStoreError> {
-    let schema = signal.schema();
-    let all = concat_batches(&schema, batches).map_err(ParquetStoreError::Arrow)?;
-    if all.num_rows() == 0 {
-        return Ok(Vec::new());
-    }
-    let time = time_column(&all)?;
-    let order = sort_to_indices(time, None, None).map_err(ParquetStoreError::Arrow)?;
-    let sorted = take_record_batch(&all, &order).map_err(ParquetStoreError::Arrow)?;
-    let times = time_column(&sorted)?;
     let props = options
-        .writer_properties()
+        .writer_properties(signal)
         .map_err(|source| ParquetStoreError::Write {
             path: root.to_owned(),
             source,
         })?;
-
-    let mut files = Vec::new();
-    let mut start = 0;
-    while start < sorted.num_rows() {
-        let hour = times.value(start).div_euclid(NS_PER_HOUR);
-        let mut end = start + 1;
-        while end < sorted.num_rows() && times.value(end).div_euclid(NS_PER_HOUR) == hour {
-            end += 1;
-        }
-        let part = sorted.slice(start, end - start);
+    // Each batch's hours, and every hour of the segment in order.
+    let mut spans = Vec::with_capacity(batches.len());
+    let mut hours = std::collections::BTreeSet::new();
+    for batch in batches {
+        let times = time_column(batch)?;
+        let batch_hours: std::collections::BTreeSet<i64> = times
+            .values()
+            .iter()
+            .map(|t| t.div_euclid(NS_PER_HOUR))
+            .collect();
+        hours.extend(batch_hours.iter().copied());
+        spans.push(batch_hours);
+    }
+    let mut files = Vec::with_capacity(hours.len());
+    for hour in hours {
         let dir = partition_dir(root, signal, hour * NS_PER_HOUR);
-        files.push(write_file(&dir, &file_name(segment), &part, props.clone())?);
-        start = end;
+        let mut file = HourFile::create(&dir, &file_name(segment), &signal.schema(), &props)?;
+        for (batch, batch_hours) in batches.iter().zip(&spans) {
+            if !batch_hours.contains(&hour) {
+                continue;
+            }
+            if batch_hours.len() == 1 {
+                file.write(batch)?;
+            } else {
+                let times = time_column(batch)?;
+                let in_hour: BooleanArray = times
+                    .values()
+                    .iter()
+                    .map(|t| Some(t.div_euclid(NS_PER_HOUR) == hour))
+                    .collect();
+                let rows =
+                    filter_record_batch(batch, &in_hour).map_err(ParquetStoreError::Arrow)?;
+                file.write(&rows)?;
+            }
+        }
+        files.push(file.finish()?);
     }
     Ok(files)
+}
+
+/// One partition's file while it is written.
+struct HourFile {
+    dir: PathBuf,
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: ArrowWriter<File>,
+    rows: u64,
+    min_time_ns: i64,
+    max_time_ns: i64,
+}
+
+impl HourFile {
+    fn create(
+        dir: &Path,
+        name: &str,
+        schema: &SchemaRef,
+        props: &WriterProperties,
+    ) -> Result<Self, ParquetStoreError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let tmp = dir.join(format!("{name}.tmp"));
+        let file = File::create(&tmp).map_err(io_err(&tmp))?;
+        let writer =
+            ArrowWriter::try_new(file, schema.clone(), Some(props.clone())).map_err(|source| {
+                ParquetStoreError::Write {
+                    path: tmp.clone(),
+                    source,
+                }
+            })?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            path: dir.join(name),
+            tmp,
+            writer,
+            rows: 0,
+            min_time_ns: i64::MAX,
+            max_time_ns: i64::MIN,
+        })
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), ParquetStoreError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let times = time_column(batch)?;
+        if let (Some(min), Some(max)) = (arrow::compute::min(times), arrow::compute::max(times)) {
+            self.min_time_ns = self.min_time_ns.min(min);
+            self.max_time_ns = self.max_time_ns.max(max);
+        }
+        self.rows += batch.num_rows() as u64;
+        self.writer
+            .write(batch)
+            .map_err(|source| ParquetStoreError::Write {
+                path: self.tmp.clone(),
+                source,
+            })
+    }
+
+    fn finish(self) -> Result<ParquetFile, ParquetStoreError> {
+        let file = self
+            .writer
+            .into_inner()
+            .map_err(|source| ParquetStoreError::Write {
+                path: self.tmp.clone(),
+                source,
+            })?;
+        file.sync_all().map_err(io_err(&self.tmp))?;
+        let size_bytes = file.metadata().map_err(io_err(&self.tmp))?.len();
+        drop(file);
+        std::fs::rename(&self.tmp, &self.path).map_err(io_err(&self.path))?;
+        sync_dir(&self.dir)?;
+        Ok(ParquetFile {
+            path: self.path,
+            size_bytes,
+            rows: self.rows,
+            min_time_ns: self.min_time_ns,
+            max_time_ns: self.max_time_ns,
+        })
+    }
 }
 
 fn time_column(batch: &RecordBatch) -> Result<&TimestampNanosecondArray, ParquetStoreError> {
@@ -164,39 +275,6 @@ fn time_column(batch: &RecordBatch) -> Result<&TimestampNanosecondArray, Parquet
                 "batch has no timestamp `time` column".into(),
             ))
         })
-}
-
-fn write_file(
-    dir: &Path,
-    name: &str,
-    batch: &RecordBatch,
-    props: WriterProperties,
-) -> Result<ParquetFile, ParquetStoreError> {
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let path = dir.join(name);
-    let tmp = dir.join(format!("{name}.tmp"));
-    let file = File::create(&tmp).map_err(io_err(&tmp))?;
-    let write_err = |source| ParquetStoreError::Write {
-        path: tmp.clone(),
-        source,
-    };
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(write_err)?;
-    writer.write(batch).map_err(write_err)?;
-    let file = writer.into_inner().map_err(write_err)?;
-    file.sync_all().map_err(io_err(&tmp))?;
-    let size_bytes = file.metadata().map_err(io_err(&tmp))?.len();
-    drop(file);
-    std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    sync_dir(dir)?;
-    let times = time_column(batch)?;
-    let (min, max) = (arrow::compute::min(times), arrow::compute::max(times));
-    Ok(ParquetFile {
-        path,
-        size_bytes,
-        rows: batch.num_rows() as u64,
-        min_time_ns: min.unwrap_or_default(),
-        max_time_ns: max.unwrap_or_default(),
-    })
 }
 
 /// Reads row count and `time` range from a file's footer, decrypting it with `keyring`
@@ -329,7 +407,118 @@ pub fn remove_file(root: &Path, signal: Signal, path: &Path) -> Result<(), Parqu
 
 #[cfg(test)]
 mod tests {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use vigil_core::decode::decode_logs;
+
     use super::*;
+
+    /// A decoded logs batch with one record per time.
+    fn logs(times: &[i64]) -> RecordBatch {
+        let req = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: times
+                        .iter()
+                        .map(|&t| LogRecord {
+                            time_unix_nano: t as u64,
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        decode_logs(&req, 1).expect("decode").batch.into_records()
+    }
+
+    fn times_in(path: &Path) -> Vec<i64> {
+        let file = File::open(path).expect("open");
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .expect("reader")
+            .build()
+            .expect("build");
+        reader
+            .flat_map(|b| {
+                time_column(&b.expect("batch"))
+                    .expect("time")
+                    .values()
+                    .to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_segment_spanning_hours_is_split_per_hour_in_wal_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // 05:xx and 06:xx, one batch mixing both hours (out of time order), one of each alone.
+        let h5 = 1_795_323_600_000_000_000;
+        let h6 = h5 + NS_PER_HOUR;
+        let batches = [
+            logs(&[h5 + 30, h6 + 5, h5 + 10, h6 + 1]),
+            logs(&[h5 + 20]),
+            logs(&[h6 + 9, h6 + 2]),
+        ];
+        let options = ParquetOptions {
+            row_group_rows: 2,
+            zstd_level: 3,
+            encryption: None,
+        };
+        let files = write_segment(dir.path(), Signal::Logs, 7, &batches, &options).expect("write");
+        assert_eq!(files.len(), 2, "{files:?}");
+        let five = files
+            .iter()
+            .find(|f| {
+                f.path
+                    .starts_with(partition_dir(dir.path(), Signal::Logs, h5))
+            })
+            .expect("05");
+        let six = files
+            .iter()
+            .find(|f| {
+                f.path
+                    .starts_with(partition_dir(dir.path(), Signal::Logs, h6))
+            })
+            .expect("06");
+        assert_eq!(
+            (five.rows, five.min_time_ns, five.max_time_ns),
+            (3, h5 + 10, h5 + 30)
+        );
+        assert_eq!(
+            (six.rows, six.min_time_ns, six.max_time_ns),
+            (4, h6 + 1, h6 + 9)
+        );
+        assert_eq!(times_in(&five.path), [h5 + 30, h5 + 10, h5 + 20]);
+        assert_eq!(times_in(&six.path), [h6 + 5, h6 + 1, h6 + 9, h6 + 2]);
+        for f in &files {
+            assert_eq!(segment_of(&f.path), Some(7));
+            assert_eq!(
+                std::fs::metadata(&f.path).expect("stat").len(),
+                f.size_bytes
+            );
+        }
+        // Nothing half-written is left behind.
+        let leftovers: Vec<_> = walk(dir.path())
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+        out
+    }
 
     #[test]
     fn partition_path_is_hive_style_utc() {
