@@ -468,20 +468,14 @@ mod tests {
         };
         let files = write_segment(dir.path(), Signal::Logs, 7, &batches, &options).expect("write");
         assert_eq!(files.len(), 2, "{files:?}");
-        let five = files
-            .iter()
-            .find(|f| {
-                f.path
-                    .starts_with(partition_dir(dir.path(), Signal::Logs, h5))
-            })
-            .expect("05");
-        let six = files
-            .iter()
-            .find(|f| {
-                f.path
-                    .starts_with(partition_dir(dir.path(), Signal::Logs, h6))
-            })
-            .expect("06");
+        let in_hour = |hour: i64| {
+            let dir = partition_dir(dir.path(), Signal::Logs, hour);
+            files
+                .iter()
+                .find(|f| f.path.starts_with(&dir))
+                .expect("a file in the hour")
+        };
+        let (five, six) = (in_hour(h5), in_hour(h6));
         assert_eq!(
             (five.rows, five.min_time_ns, five.max_time_ns),
             (3, h5 + 10, h5 + 30)
