@@ -579,6 +579,7 @@ class Run:
     records_per_cpu_second_to_disk: float | None = None
     p50_ms: float | None = None
     p99_ms: float | None = None
+    max_ms: float | None = None
     peak_rss_mib: float | None = None
     throttled: int = 0
     errors: int = 0
@@ -649,6 +650,7 @@ def one_run(args, bins: dict[str, Path], server: str, transport: str, rnd: int, 
         run.peak_rss_mib = srv.get("peak_rss_mib")
         run.p50_ms = lat.get("p50")
         run.p99_ms = lat.get("p99")
+        run.max_ms = lat.get("max")
         run.throttled = int((report.get("requests") or {}).get("throttled", 0))
         run.errors = int((report.get("requests") or {}).get("error", 0))
         to_disk_cpu = None
@@ -703,6 +705,7 @@ METRICS = (
     ("records_per_cpu_second_to_disk", "records / server CPU-s (load + shutdown)", "{:,.0f}", True),
     ("records_per_second", "records/s acked", "{:,.0f}", True),
     ("p99_ms", "p99 ack ms", "{:.1f}", False),
+    ("max_ms", "max ack ms", "{:,.0f}", False),
     ("peak_rss_mib", "peak RSS MiB", "{:.0f}", False),
     ("bytes_per_record", "bytes on disk / record", "{:.1f}", False),
 )
@@ -789,6 +792,8 @@ def render(summary: dict, runs: list[Run], meta: dict) -> str:
                 goal_text = f"{op} {target:g}x: " + ("n/a" if met is None else "met" if met else "NOT met")
             out.append(f"| {label} | {transport} | {'n/a' if rv is None else f'{rv:.2f}x'} | "
                        f"{'n/a' if rb is None else f'{rb:.2f}x'} | {goal_text} |")
+    if out[-1].startswith("|---"):
+        out.append("| (no peer measured) | | | | |")
     out.append("")
     out.append("Raw numbers (median over the rounds, range in brackets):")
     out.append("")
@@ -823,8 +828,13 @@ def render(summary: dict, runs: list[Run], meta: dict) -> str:
         for r in failed:
             first = (r.error or "").strip().splitlines()[0] if r.error else ""
             out.append(f"- round {r.round} {r.server} over {r.transport}: {first}")
+    if meta["unavailable"]:
+        out.append("")
+        out.append("Not measured:")
     for name, why in meta["unavailable"].items():
-        out.append(f"- {name}: not measured: {why.strip().splitlines()[0] if why.strip() else why}")
+        lines = [line.strip() for line in why.strip().splitlines() if line.strip()] or ["?"]
+        reason = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+        out.append(f"- {name}: {reason}")
     return "\n".join(out) + "\n"
 
 
@@ -859,7 +869,19 @@ def main() -> int:
     p.add_argument("--work-dir", type=Path, help="keep configs, logs and reports here (default: a temporary directory, removed)")
     p.add_argument("--keep-data", action="store_true", help="keep each run's data directory (needs disk: GBs)")
     p.add_argument("--json", type=Path, help="write every run and the summary to this file")
+    p.add_argument("--report", type=Path, metavar="JSON",
+                   help="print the report of a file --json wrote, and run nothing")
     args = p.parse_args()
+
+    if args.report:
+        saved = json.loads(args.report.read_text())
+        known = set(Run.__dataclass_fields__)
+        runs = [Run(**{k: v for k, v in d.items() if k in known}) for d in saved["runs"]]
+        for r in runs:
+            if r.max_ms is None:
+                r.max_ms = (r.report.get("ack_latency_ms") or {}).get("max")
+        print(render(summarize(runs), runs, saved["meta"]), end="")
+        return 0
 
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     transports = [t.strip() for t in args.transports.split(",") if t.strip()]
