@@ -375,12 +375,12 @@ def install_rotel(peers: Path, version: str, logs: Path) -> Path:
     venv = peers / "rotel-venv"
     spec = "rotel" if version == "latest" else f"rotel=={version}"
 
-    def agent() -> Path | None:
+    def installed_binary() -> Path | None:
         found = sorted(glob.glob(str(venv / "lib" / "python*" / "site-packages" / "rotel" / "rotel-agent")))
         return Path(found[0]) if found else None
 
     marker = venv / "installed-spec"
-    existing = agent()
+    existing = installed_binary()
     if existing and marker.exists() and marker.read_text().strip() == spec:
         log(f"rotel: using {existing} ({binary_version(existing, ['--version'])})")
         return existing
@@ -391,7 +391,7 @@ def install_rotel(peers: Path, version: str, logs: Path) -> Path:
         [str(venv / "bin" / "python"), "-m", "pip", "install", "--pre", "--upgrade", spec],
         logs / "install-rotel.log",
     )
-    existing = agent()
+    existing = installed_binary()
     if not existing:
         raise BenchError(f"pip installed {spec} but no rotel/rotel-agent binary is in {venv}")
     os.chmod(existing, 0o755)
