@@ -8,11 +8,11 @@ pub mod detect;
 pub mod fields;
 pub mod graph;
 mod prefilter;
-mod repeats;
 pub mod ruletest;
 pub mod shipped;
 pub mod sigma;
 pub mod synthetic;
+mod value_count;
 pub mod view;
 
 pub use alert::{

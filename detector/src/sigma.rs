@@ -17,7 +17,7 @@ use vigil_core::Signal;
 use crate::alert::{AlertKey, Candidate, Observation, Sample, Severity};
 use crate::fields::{BatchEvents, FieldMap, PRODUCT, RowEvent, event_logsource};
 use crate::prefilter::Prefilter;
-use crate::repeats::Repeats;
+use crate::value_count::{self, ValueCounts};
 use crate::view::BatchView;
 
 /// Rule text and where it came from (a path, or `shipped:<file>`).
@@ -290,6 +290,16 @@ fn correlation_config() -> CorrelationConfig {
     }
 }
 
+fn value_count_limits() -> value_count::Limits {
+    let config = correlation_config();
+    value_count::Limits {
+        max_windows: config.max_state_entries,
+        max_window_entries: config.max_group_entries.unwrap_or(MAX_GROUP_ENTRIES),
+        default_action: config.action_on_match,
+        default_suppress_secs: config.suppress,
+    }
+}
+
 fn build_engine(collection: &SigmaCollection) -> Result<CorrelationEngine, String> {
     let mut engine = CorrelationEngine::new(correlation_config());
     engine
@@ -313,12 +323,19 @@ struct Correlations {
     /// Ids of detection rules that only feed correlations (Sigma `generate: false`). rsigma
     /// 0.23 filters these only when referenced by id, so Vigil filters them itself.
     correlation_only: HashSet<String>,
-    repeats: Repeats,
+    /// `value_count` correlations Vigil counts itself (see [`crate::value_count`]).
+    value_counts: ValueCounts,
 }
 
 impl SigmaEngine {
     pub fn new(rules: Arc<RuleSet>, fields: FieldMap) -> Result<Self, String> {
-        let engine = build_engine(&rules.collection)?;
+        let value_counts = ValueCounts::new(&rules.collection, value_count_limits());
+        // rsigma evaluates every correlation Vigil does not count itself.
+        let mut for_rsigma = rules.collection.clone();
+        for_rsigma
+            .correlations
+            .retain(|c| !value_counts.counts(c.id.as_deref(), &c.title));
+        let engine = build_engine(&for_rsigma)?;
         let prefilter = Prefilter::new(engine.engine().rules(), &fields);
         let collection = &rules.collection;
         let correlation_only = collection
@@ -335,7 +352,6 @@ impl SigmaEngine {
             })
             .map(|r| rule_key(r.id.as_deref(), r.name.as_deref(), &r.title))
             .collect();
-        let repeats = Repeats::new(collection, correlation_config().action_on_match);
         Ok(Self {
             rules,
             fields,
@@ -343,22 +359,24 @@ impl SigmaEngine {
             correlations: Correlations {
                 engine,
                 correlation_only,
-                repeats,
+                value_counts,
             },
         })
     }
 
-    /// The same engine feeding rsigma every repeat: the reference the repeat filter is tested
-    /// against.
+    /// The same engine with every correlation left to rsigma: the reference Vigil's
+    /// `value_count` windows are tested against.
     #[cfg(test)]
-    pub(crate) fn without_repeat_filter(mut self) -> Self {
-        self.correlations.repeats = Repeats::none();
+    pub(crate) fn counted_by_rsigma(mut self) -> Self {
+        self.correlations.engine = build_engine(&self.rules.collection).expect("engine");
+        self.correlations.value_counts = ValueCounts::none(value_count_limits());
         self
     }
 
+    /// `value_count` entries not made because they repeated one already counted.
     #[cfg(test)]
     pub(crate) fn repeats_dropped(&self) -> u64 {
-        self.correlations.repeats.dropped()
+        self.correlations.value_counts.dropped()
     }
 
     #[cfg(test)]
@@ -465,17 +483,16 @@ impl Correlations {
         row: usize,
         out: &mut Vec<Observation>,
     ) {
-        let results = if self.engine.correlation_rule_count() > 0 {
-            // The second rsigma will use (it clamps timestamps so): repeats are per second.
-            let second = event_secs(view, row).clamp(0, i64::MAX / 2);
-            let (fed, repeats) = self.repeats.split(event, detections, second);
-            let mut results = self.engine.process_with_detections(event, fed, second);
-            // Repeats still alert on their own when their rule does (`generate`).
-            results.extend(repeats);
-            results
+        // The event's second as rsigma takes it (it clamps timestamps so).
+        let second = event_secs(view, row).clamp(0, i64::MAX / 2);
+        let counted = self.value_counts.observe(event, &detections, second);
+        let mut results = if self.engine.correlation_rule_count() > 0 {
+            self.engine
+                .process_with_detections(event, detections, second)
         } else {
             detections
         };
+        results.extend(counted);
         for result in results {
             if result.is_detection()
                 && result

@@ -500,7 +500,7 @@ fn a_flood_of_one_value_does_not_push_distinct_values_out_of_the_window() {
 }
 
 #[test]
-fn dropping_repeats_changes_no_value_count_firing() {
+fn value_count_windows_fire_as_rsigma_does() {
     // Random traffic over three addresses and six paths; seconds advance, with events up to
     // one second late (as in a batch from several services). Thresholds are low and windows
     // short so that windows fill, fire and expire many times.
@@ -528,7 +528,7 @@ fn dropping_repeats_changes_no_value_count_firing() {
         let filtered = firings(&mut engine, &events, batch);
         let mut reference_engine = SigmaEngine::new(set.clone(), FieldMap::default())
             .expect("engine")
-            .without_repeat_filter();
+            .counted_by_rsigma();
         let reference = firings(&mut reference_engine, &events, batch);
         assert!(!reference.is_empty(), "round {round}: the traffic fires");
         assert!(
@@ -536,7 +536,7 @@ fn dropping_repeats_changes_no_value_count_firing() {
             "round {round}: repeats were dropped ({})",
             engine.repeats_dropped()
         );
-        // Every firing of the filtered engine is one rsigma gives when fed everything...
+        // Every firing is one rsigma gives when it counts every event itself...
         for f in &filtered {
             assert!(
                 reference.contains(f),
