@@ -81,7 +81,9 @@ import os
 import queue
 import random
 import re
+import select
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -962,7 +964,12 @@ class Receiver:
                     if receiver.mode == "slow":
                         receiver.closing.wait(receiver.delay)
                     elif receiver.mode == "hang":
-                        receiver.closing.wait()
+                        # Until Vigil gives up on the request (closes the connection).
+                        while not receiver.closing.wait(0.2):
+                            ready, _, _ = select.select([self.connection], [], [], 0)
+                            if ready and not self.connection.recv(1, socket.MSG_PEEK):
+                                break
+                        self.close_connection = True
                         return
                     try:
                         doc = json.loads(body)
@@ -1081,7 +1088,7 @@ def webhook_round(args: argparse.Namespace, vigil: str, work: str, mode: str, nu
             "alerts_received": len(receiver.alerts),
             "receiver_requests": receiver.requests,
             "receiver_answered": receiver.answered,
-            "receiver_max_concurrent": receiver.max_in_flight,
+            "receiver_max_concurrent": receiver.max_in_flight,  # requests Vigil had open at once
             "waited_after_load_s": round(drained_s, 1),
             "outbox_at_end_of_load": at_end.get('vigil_webhook_outbox_messages{sink="trial"}'),
             "outbox_after_wait": m.get('vigil_webhook_outbox_messages{sink="trial"}'),
@@ -1183,7 +1190,8 @@ def print_report(results: list[dict]) -> None:
                       f"{row['p50_ack_ms']}/{row['p99_ack_ms']} ms, alert requests acked {row['alert_requests_acked']}, "
                       f"alerts fired {row['alerts_fired']}, received {row['alerts_received']}, "
                       f"outbox {row['outbox_at_end_of_load']} -> {row['outbox_after_wait']} after "
-                      f"{row['waited_after_load_s']} s, deliveries {row['deliveries']}")
+                      f"{row['waited_after_load_s']} s, deliveries {row['deliveries']}, "
+                      f"at most {row['receiver_max_concurrent']} requests open at the receiver")
             for mode, s in r["summary"].items():
                 print(f"   {mode:5} median    {s['acked_records_per_s']} records/s ({s['throughput_vs_fast']}x fast), "
                       f"p99 {s['p99_ack_ms']} ms ({s['p99_vs_fast']}x)")
