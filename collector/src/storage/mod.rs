@@ -877,8 +877,12 @@ fn causes(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
+        let inner_text = inner.to_string();
+        // Some errors (Parquet's `External`) already print their source.
+        if !text.ends_with(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
         source = inner.source();
     }
     text
@@ -1117,6 +1121,17 @@ mod tests {
         let text = causes(&e);
         assert!(text.starts_with("wal i/o on /data/wal/logs/7.wal: "), "{text}");
         assert!(text.contains("No space left on device"), "{text}");
+        assert_eq!(text.matches("No space left").count(), 1, "{text}");
+
+        let e = StorageError::Parquet(ParquetStoreError::Write {
+            path: PathBuf::from("/data/parquet/x.parquet.tmp"),
+            source: ::parquet::errors::ParquetError::External(Box::new(
+                std::io::Error::from_raw_os_error(28),
+            )),
+        });
+        let text = causes(&e);
+        assert!(text.starts_with("cannot write parquet file /data/parquet/x.parquet.tmp: "));
+        assert_eq!(text.matches("No space left").count(), 1, "{text}");
     }
 
     #[tokio::test]
