@@ -769,7 +769,9 @@ impl Compactor {
                         break;
                     }
                     Err(e) => {
-                        self.shared.compaction_failing.store(true, Ordering::Release);
+                        self.shared
+                            .compaction_failing
+                            .store(true, Ordering::Release);
                         self.shared
                             .metrics
                             .compactions
@@ -1085,7 +1087,10 @@ mod tests {
                 Err(AppendError::Overloaded) => {}
                 other => break other,
             }
-            assert!(Instant::now() < deadline, "appends never refused as unavailable");
+            assert!(
+                Instant::now() < deadline,
+                "appends never refused as unavailable"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
         assert!(
@@ -1101,7 +1106,10 @@ mod tests {
             match appender.append(batch(1, now())).await {
                 Ok(()) => break,
                 Err(e) => {
-                    assert!(matches!(e, AppendError::Unavailable(_) | AppendError::Overloaded));
+                    assert!(matches!(
+                        e,
+                        AppendError::Unavailable(_) | AppendError::Overloaded
+                    ));
                     assert!(Instant::now() < deadline, "appends did not resume: {e:?}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -1119,7 +1127,10 @@ mod tests {
             source: std::io::Error::from_raw_os_error(28),
         });
         let text = causes(&e);
-        assert!(text.starts_with("wal i/o on /data/wal/logs/7.wal: "), "{text}");
+        assert!(
+            text.starts_with("wal i/o on /data/wal/logs/7.wal: "),
+            "{text}"
+        );
         assert!(text.contains("No space left on device"), "{text}");
         assert_eq!(text.matches("No space left").count(), 1, "{text}");
 
