@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::header::{
-    ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+    ACCEPT_ENCODING, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -117,14 +117,28 @@ async fn export_handler<S: Signal>(
     let format = match Format::from_headers(&headers) {
         Ok(format) => format,
         // The spec gives no format for this case; JSON is the readable one.
-        Err(err) => return state.refuse(S::LABEL, Format::Json, &err),
+        Err(err) => return closing(state.refuse(S::LABEL, Format::Json, &err)),
     };
     let connection = connection.as_ref().map(|Extension(ConnectInfo(c))| c);
     let credentials = Credentials::new(&headers, connection);
-    match receive::<S>(&state, format, &headers, credentials, body).await {
+    let mut body_read = false;
+    match receive::<S>(&state, format, &headers, credentials, body, &mut body_read).await {
         Ok(response) => success_response(format, &response),
-        Err(err) => state.refuse(S::LABEL, format, &err),
+        Err(err) if body_read => state.refuse(S::LABEL, format, &err),
+        Err(err) => closing(state.refuse(S::LABEL, format, &err)),
     }
+}
+
+/// Marks an answer given without reading the request body (all of it): the unread rest is
+/// still on the connection, so it cannot carry another request and is closed after the answer.
+/// `Connection: close` says so; without it a keep-alive client (every OTLP exporter) sends its
+/// next request into the closed connection and gets a broken pipe or an empty reply instead of
+/// the 429/503 it would have backed off and retried on, which is what overload looks like.
+fn closing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 async fn receive<S: Signal>(
@@ -133,6 +147,7 @@ async fn receive<S: Signal>(
     headers: &HeaderMap,
     credentials: Credentials<'_>,
     body: Body,
+    body_read: &mut bool,
 ) -> Result<S::Response, ReceiveError> {
     // Authenticate and admit before reading: an unknown caller or an overloaded Vigil is
     // refused without buffering the body.
@@ -143,6 +158,7 @@ async fn receive<S: Signal>(
         return Err(ReceiveError::PayloadTooLarge { limit });
     }
     let raw = read_body(body, limit).await?;
+    *body_read = true;
     let inline = encoding == Encoding::Identity && raw.len() <= INLINE_DECODE_MAX_BYTES;
     let metrics = state.metrics.clone();
     let budget = state.ingest.byte_budget(S::SIGNAL, &admission);
@@ -188,12 +204,13 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ReceiveError> {
 /// `/v1/metrics`: Vigil stores logs and traces only. The body is not read.
 async fn metrics_handler(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
     let format = Format::from_headers(&headers).unwrap_or(Format::Json);
-    state.refuse(METRICS_LABEL, format, &ReceiveError::MetricsRefused)
+    closing(state.refuse(METRICS_LABEL, format, &ReceiveError::MetricsRefused))
 }
 
+/// Unknown paths: the body is not read either.
 async fn not_found_handler(headers: HeaderMap) -> Response {
     let format = Format::from_headers(&headers).unwrap_or(Format::Json);
-    error_response(format, &ReceiveError::NotFound)
+    closing(error_response(format, &ReceiveError::NotFound))
 }
 
 impl HttpState {

@@ -520,6 +520,71 @@ async fn http_overload_is_429_with_retry_after() {
     assert_eq!(h.rejected("logs", "overloaded"), 1);
 }
 
+/// One HTTP/1.1 exchange on a raw connection: the answer's head (lowercased), and whether the
+/// server then closed the connection.
+async fn raw_exchange(addr: &str, request: &[u8]) -> (String, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    let text = String::from_utf8_lossy(&got).to_lowercase();
+    let head = text.split("\r\n\r\n").next().unwrap_or_default().to_owned();
+    (head, closed)
+}
+
+fn post_logs_request(body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST /v1/logs HTTP/1.1\r\nhost: vigil\r\ncontent-type: {JSON}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+/// Refused before its body is read, a request leaves the body on the connection, which the
+/// server then closes: the answer must say `Connection: close`, or a keep-alive client sends
+/// its next export into a closed connection and sees a broken pipe instead of the 429.
+/// Answers given after reading the body keep the connection.
+#[tokio::test]
+async fn http_refusal_before_reading_the_body_says_connection_close() {
+    let h = Harness::with_config(IngestConfig {
+        max_body_bytes: 4 * 1024 * 1024,
+        max_in_flight_requests: 0,
+        ..IngestConfig::default()
+    })
+    .await;
+    let addr = h.http.trim_start_matches("http://").to_owned();
+    let body = serde_json::to_vec(&logs(2000)).unwrap();
+    assert!(body.len() > 64 * 1024, "{}", body.len());
+    let (head, closed) = raw_exchange(&addr, &post_logs_request(&body)).await;
+    assert!(head.starts_with("http/1.1 429"), "{head}");
+    assert!(head.contains("\r\nconnection: close"), "{head}");
+    assert!(head.contains("\r\nretry-after: 1"), "{head}");
+    assert!(closed, "the connection stays open after the answer");
+
+    let metrics = b"POST /v1/metrics HTTP/1.1\r\nhost: vigil\r\ncontent-length: 2\r\n\r\n{}";
+    let (head, _) = raw_exchange(&addr, metrics).await;
+    assert!(head.starts_with("http/1.1 404"), "{head}");
+    assert!(head.contains("\r\nconnection: close"), "{head}");
+
+    // Read, then refused (undecodable): the connection can carry the next request.
+    let h = Harness::start().await;
+    let addr = h.http.trim_start_matches("http://").to_owned();
+    let (head, closed) = raw_exchange(&addr, &post_logs_request(b"{not json")).await;
+    assert!(head.starts_with("http/1.1 400"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    assert!(!closed, "a connection whose request was read whole is kept");
+}
+
 #[tokio::test]
 async fn http_metrics_and_unknown_paths_are_404() {
     let h = Harness::start().await;

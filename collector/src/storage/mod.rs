@@ -69,7 +69,8 @@ pub enum AppendError {
     /// Compaction or the WAL writer is behind; retry soon.
     #[error("storage is busy")]
     Overloaded,
-    /// Shutting down, or the WAL cannot be written (disk full, i/o error).
+    /// Shutting down, or the data directory cannot be written (disk full, i/o error): the WAL
+    /// failed, or closed segments are waiting on a compaction that keeps failing.
     #[error("{0}")]
     Unavailable(String),
 }
@@ -101,6 +102,10 @@ struct Shared {
     /// When the last WAL write failed (ms since `started`, 0 = healthy). For a short while
     /// after a failure appends fail fast; then one is let through to probe the disk again.
     wal_failed_at_ms: AtomicU64,
+    /// The last compaction attempt failed (and is being retried). Segments waiting on it are
+    /// not load to wait out but a fault, typically a full disk: appends refused because of
+    /// them are `Unavailable`, not `Overloaded`.
+    compaction_failing: AtomicBool,
     started: Instant,
     closing: AtomicBool,
 }
@@ -146,6 +151,11 @@ impl Appender {
             ));
         }
         if s.pending_segments.load(Ordering::Acquire) >= s.max_pending_segments {
+            if s.compaction_failing.load(Ordering::Acquire) {
+                return Err(AppendError::Unavailable(
+                    "the data directory cannot be written (compaction is failing)".into(),
+                ));
+            }
             return Err(AppendError::Overloaded);
         }
         let (done, wait) = oneshot::channel();
@@ -234,6 +244,7 @@ impl Storage {
             // Replayed segments count: ingest waits (429, not ready) until they are compacted.
             max_pending_segments: config.max_pending_segments,
             wal_failed_at_ms: AtomicU64::new(0),
+            compaction_failing: AtomicBool::new(false),
             started: Instant::now(),
             closing: AtomicBool::new(false),
         });
@@ -419,7 +430,7 @@ fn recover(
         match parquet::read_file_meta(&path, keyring) {
             Ok(f) => files.push(f),
             Err(e @ ParquetStoreError::Encrypted { .. }) => return Err(e.into()),
-            Err(e) => tracing::error!(error = %e, "skipping unreadable parquet file"),
+            Err(e) => tracing::error!(error = %causes(&e), "skipping unreadable parquet file"),
         }
     }
     if mode == Mode::ReadWrite {
@@ -530,7 +541,7 @@ impl WalWriter {
             if let Some(seg) = self.open.get_mut(&signal)
                 && let Err(e) = seg.writer.sync()
             {
-                tracing::error!(error = %e, "final wal sync failed");
+                tracing::error!(error = %causes(&e), "final wal sync failed");
             }
         }
         tracing::info!("wal writer stopped");
@@ -552,7 +563,7 @@ impl WalWriter {
         if self.sync == WalSync::Interval && self.last_sync.elapsed() >= self.sync_interval {
             for signal in self.open.keys().copied().collect::<Vec<_>>() {
                 if let Err(e) = self.sync_segment(signal) {
-                    tracing::error!(error = %e, "wal interval sync failed");
+                    tracing::error!(error = %causes(&e), "wal interval sync failed");
                 }
             }
             self.last_sync = Instant::now();
@@ -586,7 +597,7 @@ impl WalWriter {
                 .map(|r| r.batch.records().clone())
                 .collect();
             if let Err(e) = self.write_frame(*signal, &batches) {
-                tracing::error!(error = %e, signal = %signal, "wal write failed");
+                tracing::error!(error = %causes(&e), signal = %signal, "wal write failed");
                 result = Err(AppendError::Unavailable(
                     "the write-ahead log cannot be written".into(),
                 ));
@@ -596,7 +607,7 @@ impl WalWriter {
         if result.is_ok() && self.sync == WalSync::Always {
             for signal in by_signal.keys() {
                 if let Err(e) = self.sync_segment(*signal) {
-                    tracing::error!(error = %e, signal = %signal, "wal fsync failed");
+                    tracing::error!(error = %causes(&e), signal = %signal, "wal fsync failed");
                     result = Err(AppendError::Unavailable(
                         "the write-ahead log cannot be synced".into(),
                     ));
@@ -704,7 +715,7 @@ impl WalWriter {
                 .sub(i64::try_from(cut).unwrap_or(0));
             drop(seg);
             if let Err(e) = wal::truncate_segment(&path, committed) {
-                tracing::error!(error = %e, "cannot truncate wal segment after a failed write");
+                tracing::error!(error = %causes(&e), "cannot truncate wal segment after a failed write");
             }
             self.hand_to_compactor(signal, id);
         }
@@ -715,7 +726,7 @@ impl WalWriter {
             return;
         };
         if let Err(e) = seg.writer.sync() {
-            tracing::error!(error = %e, "wal sync at rotation failed");
+            tracing::error!(error = %causes(&e), "wal sync at rotation failed");
             let path = seg.writer.path().to_owned();
             let _ = wal::truncate_segment(&path, seg.committed_len);
         }
@@ -748,6 +759,9 @@ impl Compactor {
                 match self.compact(signal, id) {
                     Ok(()) => {
                         self.shared
+                            .compaction_failing
+                            .store(false, Ordering::Release);
+                        self.shared
                             .metrics
                             .compactions
                             .with_label_values(&[signal.as_str(), "ok"])
@@ -756,11 +770,14 @@ impl Compactor {
                     }
                     Err(e) => {
                         self.shared
+                            .compaction_failing
+                            .store(true, Ordering::Release);
+                        self.shared
                             .metrics
                             .compactions
                             .with_label_values(&[signal.as_str(), "error"])
                             .inc();
-                        tracing::error!(error = %e, signal = %signal, segment = id, "compaction failed; retrying");
+                        tracing::error!(error = %causes(&e), signal = %signal, segment = id, "compaction failed; retrying");
                         if self.shared.closing.load(Ordering::Acquire) {
                             // Leave it in the WAL; the next start replays and compacts it.
                             break;
@@ -848,11 +865,29 @@ impl Retention {
                         .inc();
                     tracing::info!(path = %path.display(), reason, "retention deleted file");
                 }
-                Err(e) => tracing::error!(error = %e, "retention cannot delete file"),
+                Err(e) => tracing::error!(error = %causes(&e), "retention cannot delete file"),
             }
         }
         update_file_gauges(&self.shared.catalog, &self.shared.metrics);
     }
+}
+
+/// An error and its sources, `outer: inner: ...`: storage errors name the file at the top and
+/// keep the operating system's reason (`No space left on device`) in a source, which a log of
+/// the top error alone would hide.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let inner_text = inner.to_string();
+        // Some errors (Parquet's `External`) already print their source.
+        if !text.ends_with(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        source = inner.source();
+    }
+    text
 }
 
 fn update_file_gauges(catalog: &Catalog, metrics: &Metrics) {
@@ -1022,6 +1057,92 @@ mod tests {
             .unwrap()
             .files;
         assert_eq!(files.len(), 3);
+    }
+
+    /// A compaction that keeps failing (here the Parquet directory is a file; in life, a full
+    /// disk) holds its segment back. Appends refused because of it are `Unavailable` (a fault:
+    /// 503), not `Overloaded` (load: 429), and go through again once the segment compacts.
+    #[tokio::test]
+    async fn appends_are_unavailable_while_compaction_fails_and_resume_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StorageConfig {
+            // Every group closes its segment, and one waiting segment stops appends.
+            segment_max_bytes: 1,
+            max_pending_segments: 1,
+            ..config(dir.path())
+        };
+        let storage = open(&cfg);
+        let parquet_root = dir.path().join("parquet");
+        std::fs::remove_dir_all(&parquet_root).unwrap();
+        std::fs::write(&parquet_root, b"not a directory").unwrap();
+        let appender = storage.appender();
+        appender.append(batch(5, now())).await.unwrap();
+        let mut rows_appended = 5;
+
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let refused = loop {
+            match appender.append(batch(1, now())).await {
+                // Its segment was not closed yet, or the compactor has not tried yet.
+                Ok(()) => rows_appended += 1,
+                Err(AppendError::Overloaded) => {}
+                other => break other,
+            }
+            assert!(
+                Instant::now() < deadline,
+                "appends never refused as unavailable"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(
+            matches!(&refused, Err(AppendError::Unavailable(m)) if m.contains("compaction")),
+            "{refused:?}"
+        );
+        assert!(!appender.is_ready());
+
+        std::fs::remove_file(&parquet_root).unwrap();
+        std::fs::create_dir(&parquet_root).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match appender.append(batch(1, now())).await {
+                Ok(()) => break,
+                Err(e) => {
+                    assert!(matches!(
+                        e,
+                        AppendError::Unavailable(_) | AppendError::Overloaded
+                    ));
+                    assert!(Instant::now() < deadline, "appends did not resume: {e:?}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        assert_eq!(rows(&storage.catalog()), rows_appended + 1);
+        drop(appender);
+        storage.close();
+    }
+
+    #[test]
+    fn logged_errors_keep_their_cause() {
+        let e = StorageError::Wal(WalError::Io {
+            path: PathBuf::from("/data/wal/logs/7.wal"),
+            source: std::io::Error::from_raw_os_error(28),
+        });
+        let text = causes(&e);
+        assert!(
+            text.starts_with("wal i/o on /data/wal/logs/7.wal: "),
+            "{text}"
+        );
+        assert!(text.contains("No space left on device"), "{text}");
+        assert_eq!(text.matches("No space left").count(), 1, "{text}");
+
+        let e = StorageError::Parquet(ParquetStoreError::Write {
+            path: PathBuf::from("/data/parquet/x.parquet.tmp"),
+            source: ::parquet::errors::ParquetError::External(Box::new(
+                std::io::Error::from_raw_os_error(28),
+            )),
+        });
+        let text = causes(&e);
+        assert!(text.starts_with("cannot write parquet file /data/parquet/x.parquet.tmp: "));
+        assert_eq!(text.matches("No space left").count(), 1, "{text}");
     }
 
     #[tokio::test]
