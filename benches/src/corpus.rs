@@ -28,7 +28,8 @@ pub const SERVICE_NAMES: [&str; 8] = [
     "recommendation",
 ];
 
-/// How much wall-clock time the whole corpus's timestamps span, starting at the base time.
+/// How much wall-clock time the whole corpus's timestamps span by default, starting at the base
+/// time (see [`CorpusConfig::time_spread_ns`]).
 pub const TIME_SPREAD_NS: u64 = 5_000_000_000;
 
 /// Shape of a generated corpus.
@@ -42,6 +43,10 @@ pub struct CorpusConfig {
     pub requests: usize,
     /// Seed of the generator: equal configs give equal requests.
     pub seed: u64,
+    /// Wall-clock time the records' timestamps are spread over, in order: request `n` of `N`
+    /// covers the `n`-th `1/N` of it. The default, [`TIME_SPREAD_NS`], keeps a load run's
+    /// records near "now"; a longer spread gives a store covering hours or days.
+    pub time_spread_ns: u64,
 }
 
 impl Default for CorpusConfig {
@@ -51,6 +56,7 @@ impl Default for CorpusConfig {
             records_per_request: 512,
             requests: 64,
             seed: 0x5EED_F00D,
+            time_spread_ns: TIME_SPREAD_NS,
         }
     }
 }
@@ -83,7 +89,7 @@ pub fn count_spans(request: &ExportTraceServiceRequest) -> usize {
 }
 
 /// Builds `config.requests` log export requests of exactly `config.records_per_request` records,
-/// timestamped from `base_time_ns` over [`TIME_SPREAD_NS`].
+/// timestamped from `base_time_ns` over `config.time_spread_ns`.
 pub fn logs_requests(config: &CorpusConfig, base_time_ns: u64) -> Vec<ExportLogsServiceRequest> {
     let mut generator = Generator::new(config, base_time_ns, 0x4C4F_4753);
     (0..config.requests)
@@ -438,7 +444,7 @@ impl Generator {
             services,
             records_per_request: config.records_per_request,
             base_time_ns,
-            step_ns: (TIME_SPREAD_NS / total_records).max(1),
+            step_ns: (config.time_spread_ns / total_records).max(1),
         }
     }
 
@@ -1179,6 +1185,7 @@ mod tests {
             records_per_request: 200,
             requests: 6,
             seed: 42,
+            time_spread_ns: TIME_SPREAD_NS,
         }
     }
 
@@ -1206,6 +1213,7 @@ mod tests {
                     records_per_request,
                     requests: 3,
                     seed: 7,
+                    ..CorpusConfig::default()
                 };
                 let logs = logs_requests(&config, BASE);
                 let traces = trace_requests(&config, BASE);
@@ -1220,6 +1228,44 @@ mod tests {
                     assert!(request.resource_spans.len() <= services);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn timestamps_cover_the_configured_spread_in_request_order() {
+        const HOUR: u64 = 3_600_000_000_000;
+        let config = CorpusConfig {
+            time_spread_ns: HOUR,
+            ..small()
+        };
+        let times: Vec<Vec<u64>> = logs_requests(&config, BASE)
+            .iter()
+            .map(|request| {
+                request
+                    .resource_logs
+                    .iter()
+                    .flat_map(|r| &r.scope_logs)
+                    .flat_map(|s| &s.log_records)
+                    .map(|r| r.time_unix_nano)
+                    .collect()
+            })
+            .collect();
+        let all = || times.iter().flatten().copied();
+        assert!(all().all(|t| (BASE..BASE + HOUR).contains(&t)));
+        // The whole hour is used, not just its first seconds.
+        assert!(all().max().unwrap() > BASE + HOUR / 10 * 9);
+        // Request n holds the n-th slice of the hour: later requests, later records.
+        for pair in times.windows(2) {
+            assert!(pair[0].iter().max() < pair[1].iter().min());
+        }
+        for span in trace_requests(&config, BASE)
+            .iter()
+            .flat_map(|r| &r.resource_spans)
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+        {
+            assert!(span.start_time_unix_nano >= BASE);
+            assert!(span.start_time_unix_nano < BASE + HOUR);
         }
     }
 

@@ -96,6 +96,13 @@ pub struct Options {
     /// Server process to account CPU time and peak memory for.
     pub server_pid: Option<u32>,
     pub seed: u64,
+    /// Timestamp of the corpus's first record, Unix nanoseconds; `None` means the start of
+    /// the run.
+    pub base_time_ns: Option<u64>,
+    /// Wall-clock time the corpus's timestamps are spread over (see
+    /// [`CorpusConfig::time_spread_ns`]). Every request is pre-built, so a request sent twice
+    /// repeats its timestamps.
+    pub time_spread: Duration,
 }
 
 impl Default for Options {
@@ -114,6 +121,8 @@ impl Default for Options {
             request_timeout: Duration::from_secs(10),
             server_pid: None,
             seed: CorpusConfig::default().seed,
+            base_time_ns: None,
+            time_spread: Duration::from_nanos(CorpusConfig::default().time_spread_ns),
         }
     }
 }
@@ -148,6 +157,9 @@ impl Options {
             }
             Stop::Requests(0) => problems.push("requests must be at least 1".to_owned()),
             _ => {}
+        }
+        if self.time_spread.is_zero() {
+            problems.push("time spread must be positive".to_owned());
         }
         if self.request_timeout.is_zero() {
             problems.push("request timeout must be positive".to_owned());
@@ -214,9 +226,10 @@ pub async fn run(options: &Options) -> Result<Report, Error> {
         records_per_request: options.records_per_request,
         requests: options.distinct_requests,
         seed: options.seed,
+        time_spread_ns: u64::try_from(options.time_spread.as_nanos()).unwrap_or(u64::MAX),
     };
     let (signal, transport, gzip) = (options.signal, options.transport, options.gzip);
-    let base_time_ns = now_unix_nanos();
+    let base_time_ns = options.base_time_ns.unwrap_or_else(now_unix_nanos);
     let payloads = tokio::task::spawn_blocking(move || {
         transport::encode_payloads(signal, transport, gzip, &corpus, base_time_ns)
     })

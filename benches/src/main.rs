@@ -56,6 +56,13 @@ struct Args {
     /// Corpus seed.
     #[arg(long, default_value_t = Options::default().seed)]
     seed: u64,
+    /// Timestamp of the first record, in Unix seconds [default: now].
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    start_time: Option<u64>,
+    /// Wall-clock time the records' timestamps are spread over, in request order (e.g. 1h for
+    /// a store covering an hour; requests sent more than once repeat their timestamps).
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    time_spread: Duration,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -85,6 +92,10 @@ impl Args {
             request_timeout: self.request_timeout,
             server_pid: self.server_pid,
             seed: self.seed,
+            base_time_ns: self
+                .start_time
+                .map(|seconds| seconds.saturating_mul(1_000_000_000)),
+            time_spread: self.time_spread,
         }
     }
 }

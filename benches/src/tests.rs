@@ -397,10 +397,17 @@ async fn bad_options_are_all_reported_at_once() {
         records_per_request: 0,
         stop: Stop::Requests(0),
         endpoint: Some("127.0.0.1:4317".into()),
+        time_spread: Duration::ZERO,
         ..Options::default()
     };
     let message = run(&options).await.unwrap_err().to_string();
-    for needle in ["concurrency", "records-per-request", "requests", "endpoint"] {
+    for needle in [
+        "concurrency",
+        "records-per-request",
+        "requests",
+        "endpoint",
+        "time spread",
+    ] {
         assert!(message.contains(needle), "{message}");
     }
 }

@@ -419,6 +419,7 @@ mod tests {
             records_per_request: 10,
             requests: 2,
             seed: 1,
+            ..CorpusConfig::default()
         };
         let plain = encode_payloads(Signal::Logs, Transport::Http, false, &config, 0).unwrap();
         let gzipped = encode_payloads(Signal::Logs, Transport::Http, true, &config, 0).unwrap();
