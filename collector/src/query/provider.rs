@@ -1,5 +1,10 @@
 //! The `logs` and `spans` tables as DataFusion `TableProvider`s over a catalog snapshot:
 //! WAL batches still in memory unioned with a Parquet scan of the files a time filter can match.
+//!
+//! Filters on `time` alone are applied by the scan itself (`Exact`), because the catalog knows
+//! every file's time range: a file whose whole range satisfies them is read without them, so a
+//! query over a day of hour partitions does not decode and compare the `time` of every row.
+//! Files the range cuts through, and the WAL batches, are filtered as usual.
 
 use std::sync::Arc;
 
@@ -26,6 +31,7 @@ use datafusion::physical_expr::{PhysicalExpr, conjunction_opt};
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::filter::FilterExecBuilder;
 use datafusion::physical_plan::union::UnionExec;
 use vigil_core::Signal;
 use vigil_core::schema::col;
@@ -55,32 +61,97 @@ impl SignalTable {
     }
 
     /// The scan's filters as one physical predicate over the table schema, for file pruning.
-    /// Filters are unqualified and constant-folded first (`now()` becomes a literal); each is
-    /// compiled on its own, so one that cannot be only loses its own pruning (it is still
-    /// applied to rows above the scan). `None` when no filter is usable.
+    /// Each filter is compiled on its own, so one that cannot be only loses its own pruning (it
+    /// is still applied to rows, above the scan or by [`Self::time_filtered`]). `None` when no
+    /// filter is usable.
     fn pruning_predicate(
         state: &dyn Session,
         df_schema: &Arc<DFSchema>,
         filters: &[Expr],
     ) -> Option<Arc<dyn PhysicalExpr>> {
-        let props = state.execution_props();
-        let context = SimplifyContext::builder()
-            .with_schema(Arc::clone(df_schema))
-            .with_query_execution_start_time(props.query_execution_start_time)
-            .with_config_options(Arc::clone(state.config().options()))
-            .build();
-        let simplifier = ExprSimplifier::new(context);
         let compiled: Vec<Arc<dyn PhysicalExpr>> = filters
             .iter()
             .filter_map(|filter| {
-                unqualify(filter.clone())
-                    .and_then(|expr| simplifier.simplify(expr))
+                simplified(state, df_schema, filter.clone())
                     .and_then(|expr| state.create_physical_expr(expr, df_schema))
                     .map_err(|e| tracing::debug!(error = %e, "filter not usable for file pruning"))
                     .ok()
             })
             .collect();
         conjunction_opt(compiled)
+    }
+
+    /// Splits the files into those whose whole time range satisfies `time_filter` (every row
+    /// passes: no need to evaluate it) and the others. A file is covered when the negated
+    /// filter prunes it on the catalog's statistics; when the negation cannot be evaluated on
+    /// statistics every file counts as not covered, which is only slower.
+    fn split_covered(
+        &self,
+        state: &dyn Session,
+        df_schema: &Arc<DFSchema>,
+        files: Vec<Arc<ParquetFile>>,
+        time_filter: &Expr,
+    ) -> Result<(Vec<Arc<ParquetFile>>, Vec<Arc<ParquetFile>>)> {
+        let negated = simplified(state, df_schema, Expr::Not(Box::new(time_filter.clone())))
+            .and_then(|expr| state.create_physical_expr(expr, df_schema));
+        let may_fail = match negated {
+            Ok(negated) => may_match(&files, &negated, &self.schema)?,
+            Err(e) => {
+                tracing::debug!(error = %e, "negated time filter not usable on statistics");
+                None
+            }
+        };
+        let Some(may_fail) = may_fail else {
+            return Ok((Vec::new(), files));
+        };
+        let (mut covered, mut partial) = (Vec::new(), Vec::new());
+        for (file, may_fail) in files.into_iter().zip(may_fail) {
+            if may_fail {
+                partial.push(file);
+            } else {
+                covered.push(file);
+            }
+        }
+        Ok((covered, partial))
+    }
+
+    /// The projection a scan under a time filter reads, and the filter's own projection back to
+    /// the query's: the scan reads `time` even when the query does not, the filter drops it.
+    fn with_time_column(
+        &self,
+        projection: Option<&Vec<usize>>,
+    ) -> Result<(Option<Vec<usize>>, Option<Vec<usize>>)> {
+        let time_index = self.schema.index_of(col::TIME)?;
+        Ok(match projection {
+            Some(p) if !p.contains(&time_index) => {
+                let mut with_time = p.clone();
+                with_time.push(time_index);
+                (Some(with_time), Some((0..p.len()).collect()))
+            }
+            other => (other.cloned(), None),
+        })
+    }
+
+    /// `input` under a filter on `time_filter`, projected by `output` and cut at `limit`. With
+    /// Parquet filter pushdown on, DataFusion moves the filter into the Parquet reader.
+    fn time_filtered(
+        state: &dyn Session,
+        time_filter: &Expr,
+        input: Option<Arc<dyn ExecutionPlan>>,
+        output: Option<Vec<usize>>,
+        limit: Option<usize>,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(input) = input else {
+            return Ok(None);
+        };
+        let input_schema = Arc::new(DFSchema::try_from(input.schema())?);
+        let predicate = simplified(state, &input_schema, time_filter.clone())
+            .and_then(|expr| state.create_physical_expr(expr, &input_schema))?;
+        let filter = FilterExecBuilder::new(predicate, input)
+            .apply_projection(output)?
+            .with_fetch(limit)
+            .build()?;
+        Ok(Some(Arc::new(filter)))
     }
 
     async fn parquet_plan(
@@ -156,8 +227,18 @@ impl TableProvider for SignalTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        // Inexact: filters prune files and row groups, DataFusion still applies them to rows.
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        // Filters on `time` alone are applied by the scan (see `scan`); the others prune files
+        // and row groups, and DataFusion still applies them to rows.
+        Ok(filters
+            .iter()
+            .map(|filter| {
+                if is_time_only(filter) {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Inexact
+                }
+            })
+            .collect())
     }
 
     async fn scan(
@@ -182,22 +263,93 @@ impl TableProvider for SignalTable {
         );
 
         let target_partitions = state.config().target_partitions();
-        let mut inputs = Vec::with_capacity(2);
-        if let Some(plan) = self.parquet_plan(state, files, projection, limit).await? {
+        let mut inputs = Vec::with_capacity(3);
+        // The filters declared `Exact`, which this scan must apply.
+        let time_filter = filters
+            .iter()
+            .filter(|filter| is_time_only(filter))
+            .cloned()
+            .reduce(Expr::and);
+        let Some(time_filter) = time_filter else {
+            if let Some(plan) = self.parquet_plan(state, files, projection, limit).await? {
+                inputs.push(plan);
+            }
+            if let Some(plan) = self.memory_plan(memory, target_partitions, projection, limit)? {
+                inputs.push(plan);
+            }
+            return union(inputs, &self.schema, projection);
+        };
+
+        let (covered, partial) = self.split_covered(state, &df_schema, files, &time_filter)?;
+        tracing::debug!(
+            table = self.signal.as_str(),
+            covered_files = covered.len(),
+            "files read without their time filter"
+        );
+        if let Some(plan) = self.parquet_plan(state, covered, projection, limit).await? {
             inputs.push(plan);
         }
-        if let Some(plan) = self.memory_plan(memory, target_partitions, projection, limit)? {
+        let (read, output) = self.with_time_column(projection)?;
+        let partial = self
+            .parquet_plan(state, partial, read.as_ref(), None)
+            .await?;
+        if let Some(plan) =
+            Self::time_filtered(state, &time_filter, partial, output.clone(), limit)?
+        {
             inputs.push(plan);
         }
-        if inputs.is_empty() {
-            let projected = match projection {
-                Some(p) => Arc::new(self.schema.project(p)?),
-                None => Arc::clone(&self.schema),
-            };
-            return Ok(Arc::new(EmptyExec::new(projected)));
+        let memory = self.memory_plan(memory, target_partitions, read.as_ref(), None)?;
+        if let Some(plan) = Self::time_filtered(state, &time_filter, memory, output, limit)? {
+            inputs.push(plan);
         }
-        UnionExec::try_new(inputs)
+        union(inputs, &self.schema, projection)
     }
+}
+
+/// The scan's inputs as one plan; an empty one of the projected schema when there are none.
+fn union(
+    inputs: Vec<Arc<dyn ExecutionPlan>>,
+    schema: &SchemaRef,
+    projection: Option<&Vec<usize>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if inputs.is_empty() {
+        let projected = match projection {
+            Some(p) => Arc::new(schema.project(p)?),
+            None => Arc::clone(schema),
+        };
+        return Ok(Arc::new(EmptyExec::new(projected)));
+    }
+    UnionExec::try_new(inputs)
+}
+
+/// Whether `filter` refers to the `time` column and nothing else, deterministically: such a
+/// filter can be decided per file from the catalog's time range.
+fn is_time_only(filter: &Expr) -> bool {
+    let columns = filter.column_refs();
+    !columns.is_empty()
+        && columns.iter().all(|c| c.name == col::TIME)
+        && !filter.is_volatile()
+        && !filter.contains_outer()
+        && !filter
+            .exists(|e| {
+                Ok(matches!(
+                    e,
+                    Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
+                ))
+            })
+            .unwrap_or(true)
+}
+
+/// `filter` unqualified and constant-folded (`now()` becomes a literal), ready to compile
+/// against the bare table schema.
+fn simplified(state: &dyn Session, df_schema: &Arc<DFSchema>, filter: Expr) -> Result<Expr> {
+    let props = state.execution_props();
+    let context = SimplifyContext::builder()
+        .with_schema(Arc::clone(df_schema))
+        .with_query_execution_start_time(props.query_execution_start_time)
+        .with_config_options(Arc::clone(state.config().options()))
+        .build();
+    ExprSimplifier::new(context).simplify(unqualify(filter)?)
 }
 
 /// Drops the table qualifier from column references: the scan compiles filters against the
@@ -224,32 +376,51 @@ pub(crate) fn prune_files(
     let Some(predicate) = predicate else {
         return Ok(files);
     };
-    if files.is_empty() {
+    let Some(keep) = may_match(&files, predicate, schema)? else {
         return Ok(files);
+    };
+    Ok(files
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(file, keep)| keep.then_some(file))
+        .collect())
+}
+
+/// Per file, whether some of its rows may satisfy `predicate` judging by its `time` range and
+/// row count; `None` when the predicate cannot be judged on those statistics at all.
+fn may_match(
+    files: &[Arc<ParquetFile>],
+    predicate: &Arc<dyn PhysicalExpr>,
+    schema: &SchemaRef,
+) -> Result<Option<Vec<bool>>> {
+    if files.is_empty() {
+        return Ok(Some(Vec::new()));
     }
     let Some(pruning) = PruningPredicateBuilder::new()
         .with_file_schema(Arc::clone(schema))
         .build(Arc::clone(predicate))
     else {
-        return Ok(files);
+        return Ok(None);
     };
     let time_type = schema
         .field_with_name(col::TIME)
         .map(|f| f.data_type().clone())
         .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?;
     let stats = FileTimeStats {
-        files: &files,
+        files,
         time_zone: match time_type {
             DataType::Timestamp(_, tz) => tz,
             _ => None,
         },
     };
     let keep = pruning.prune(&stats)?;
-    Ok(files
-        .into_iter()
-        .zip(keep.into_iter().chain(std::iter::repeat(true)))
-        .filter_map(|(file, keep)| keep.then_some(file))
-        .collect())
+    // A short answer would be a DataFusion bug; the files it leaves out may match.
+    Ok(Some(
+        keep.into_iter()
+            .chain(std::iter::repeat(true))
+            .take(files.len())
+            .collect(),
+    ))
 }
 
 /// Per-file statistics the catalog knows: the `time` range and the row count.

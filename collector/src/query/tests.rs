@@ -176,6 +176,8 @@ fn write_parquet(root: &Path, signal: Signal, file_name: &str, rows: &[Row]) -> 
 struct Fixture {
     _dir: tempfile::TempDir,
     catalog: Arc<Catalog>,
+    /// The time the rows are placed relative to.
+    now: i64,
 }
 
 /// Logs: a file from three days ago (2 rows), a recent file (3 rows), 4 rows only in the WAL.
@@ -262,7 +264,11 @@ fn fixture() -> Fixture {
         3,
         batch(Signal::Spans, &[row(now - MINUTE_NS, "checkout", &[])]),
     );
-    Fixture { _dir: dir, catalog }
+    Fixture {
+        _dir: dir,
+        catalog,
+        now,
+    }
 }
 
 fn config() -> QueryConfig {
@@ -432,6 +438,101 @@ async fn time_range_over_the_last_hour_skips_the_old_file() {
         !explain(&engine, &literal)
             .await
             .contains("old-logs.parquet")
+    );
+}
+
+/// Filters on `time` alone are applied by the scan, and skipped for files whose whole range
+/// satisfies them. Every case is checked against counts worked out from the fixture's rows: at
+/// the files' exact bounds, strict and not, negated, disjoint, and not decidable from a range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_filters_are_exact_and_skipped_for_files_they_cover() {
+    let fx = fixture();
+    let engine = engine(&fx);
+    let at = |offset_ns: i64| {
+        format!(
+            "'{}'",
+            Utc.timestamp_nanos(fx.now + offset_ns)
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+        )
+    };
+    // Logs: old file at -72h and -72h+1m; recent file at -20m, -19m, -18m; WAL at -5m..-2m.
+    let cases: Vec<(String, i64)> = vec![
+        (format!("time >= {}", at(-HOUR_NS)), 7),
+        (format!("time > {}", at(-19 * MINUTE_NS)), 5),
+        (
+            format!(
+                "time >= {} AND time <= {}",
+                at(-20 * MINUTE_NS),
+                at(-18 * MINUTE_NS)
+            ),
+            3,
+        ),
+        (
+            format!(
+                "time BETWEEN {} AND {}",
+                at(-73 * HOUR_NS),
+                at(-19 * MINUTE_NS)
+            ),
+            4,
+        ),
+        (format!("time <> {}", at(-19 * MINUTE_NS)), 8),
+        ("date_part('second', time) >= 0".to_string(), 9),
+        (format!("NOT (time < {})", at(-4 * MINUTE_NS)), 3),
+        (
+            format!(
+                "(time < {} OR time > {})",
+                at(-72 * HOUR_NS + 30_000_000_000),
+                at(-3 * MINUTE_NS)
+            ),
+            2,
+        ),
+        ("time > now()".to_string(), 0),
+    ];
+    for (filter, expected) in &cases {
+        let count = format!("SELECT count(*) FROM logs WHERE {filter}");
+        assert_eq!(
+            rows(&engine, &count).await,
+            vec![json!([expected])],
+            "{filter}"
+        );
+        // A projection without `time`, cut by a limit.
+        let limited = format!("SELECT service, body FROM logs WHERE {filter} LIMIT 2");
+        let got = rows(&engine, &limited).await.len() as i64;
+        assert_eq!(got, (*expected).min(2), "{limited}");
+        // Together with a filter the scan does not apply itself.
+        let mixed = format!("SELECT count(*) FROM logs WHERE {filter} AND service <> 'nobody'");
+        assert_eq!(
+            rows(&engine, &mixed).await,
+            vec![json!([expected])],
+            "{mixed}"
+        );
+    }
+
+    let scan_of = |plan: &str, file: &str| -> String {
+        plan.lines()
+            .filter(|line| line.contains(file))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    // A range that covers the recent file whole reads it without the filter...
+    let covering = format!(
+        "SELECT service FROM logs WHERE time >= {} AND time <= {}",
+        at(-20 * MINUTE_NS),
+        at(-18 * MINUTE_NS)
+    );
+    let plan = explain(&engine, &covering).await;
+    let recent = scan_of(&plan, "recent-logs.parquet");
+    assert!(!recent.is_empty(), "{plan}");
+    assert!(!recent.contains("predicate"), "{plan}");
+    // ...and one that cuts through it filters its rows.
+    let cutting = format!(
+        "SELECT service FROM logs WHERE time > {}",
+        at(-19 * MINUTE_NS)
+    );
+    let plan = explain(&engine, &cutting).await;
+    assert!(
+        scan_of(&plan, "recent-logs.parquet").contains("predicate=time"),
+        "{plan}"
     );
 }
 
