@@ -102,6 +102,7 @@ class Server:
     proc: subprocess.Popen
     http: tuple[str, int]
     api: tuple[str, int]
+    grpc: tuple[str, int]
     log_path: str
     started: float  # time.monotonic() just before spawning
     ready_s: float = 0.0  # spawn -> /readyz 200
@@ -178,6 +179,7 @@ def start_server(vigil: str, config: str, work: str, tag: str, timeout: float) -
         proc=proc,
         http=parse_addr(addrs["http"]),
         api=parse_addr(addrs["api"]),
+        grpc=parse_addr(addrs["grpc"]),
         log_path=log_path,
         started=started,
     )

@@ -56,13 +56,15 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import crash_trials as ct  # noqa: E402  (server start and stop)
 
 REPO = Path(__file__).resolve().parent.parent
 RECORDS_PER_REQUEST = 512  # vigil-loadgen's default request size
@@ -158,79 +160,15 @@ threads = 2
 """
 
 
-@dataclass
-class Server:
-    proc: subprocess.Popen
-    grpc: str
-    api: tuple[str, int]
-    log_path: Path
+def start_server(vigil: str, config: Path, work: Path, tag: str, timeout: float = 600.0) -> ct.Server:
+    """A `vigil serve` on `config`, ready (and answering a query) before this returns."""
+    return ct.start_server(vigil, str(config), str(work), tag, timeout)
 
 
-def start_server(vigil: str, config: Path, work: Path, tag: str, timeout: float = 600.0) -> Server:
-    addr_file = work / f"addrs-{tag}.json"
-    log_path = work / f"vigil-{tag}.log"
-    addr_file.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        [vigil, "serve", "--config", str(config), "--addr-file", str(addr_file)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=open(log_path, "wb"),
-    )
-    deadline = time.monotonic() + timeout
-
-    def check_alive() -> None:
-        if proc.poll() is not None:
-            raise BenchError(f"vigil exited during start-up ({proc.returncode}):\n{tail(log_path)}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            raise BenchError(f"vigil not ready within {timeout}s:\n{tail(log_path)}")
-
-    addrs = None
-    while addrs is None:
-        try:
-            addrs = json.loads(addr_file.read_text())
-        except (OSError, ValueError):
-            check_alive()
-            time.sleep(0.02)
-    host, port = addrs["api"].rsplit(":", 1)
-    server = Server(proc=proc, grpc=f"http://{addrs['grpc']}", api=(host, int(port)), log_path=log_path)
-    while http_status(server.api, "/readyz") != 200:
-        check_alive()
-        time.sleep(0.05)
-    return server
-
-
-def stop_server(server: Server, timeout: float = 600.0) -> None:
-    server.proc.send_signal(signal.SIGTERM)
-    try:
-        code = server.proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        server.proc.kill()
-        server.proc.wait()
-        raise BenchError(f"vigil did not exit within {timeout}s of SIGTERM")
+def stop_server(server: ct.Server, timeout: float = 600.0) -> None:
+    code = ct.stop_term(server, timeout)
     if code != 0:
-        raise BenchError(f"vigil exited with {code} on SIGTERM:\n{tail(server.log_path)}")
-
-
-def http_status(addr: tuple[str, int], path: str) -> int | None:
-    conn = http.client.HTTPConnection(*addr, timeout=5)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "".join(path.read_text(errors="replace").splitlines(True)[-lines:])
-    except OSError:
-        return ""
+        raise BenchError(f"vigil exited with {code} on SIGTERM:\n{ct.tail(server.log_path)}")
 
 
 class Api:
@@ -311,7 +249,7 @@ def load(args: argparse.Namespace, plan: LoadPlan, vigil: str, loadgen: str, wor
                 cmd = [
                     loadgen,
                     "--signal", signal_name,
-                    "--endpoint", server.grpc,
+                    "--endpoint", "http://{}:{}".format(*server.grpc),
                     "--requests", str(requests),
                     "--distinct-requests", str(requests),
                     "--records-per-request", str(RECORDS_PER_REQUEST),
@@ -324,7 +262,7 @@ def load(args: argparse.Namespace, plan: LoadPlan, vigil: str, loadgen: str, wor
                 ]
                 out = subprocess.run(cmd, capture_output=True, text=True)
                 if out.returncode != 0:
-                    raise BenchError(f"vigil-loadgen failed:\n{out.stderr}\n{tail(server.log_path)}")
+                    raise BenchError(f"vigil-loadgen failed:\n{out.stderr}\n{ct.tail(server.log_path)}")
                 report = json.loads(out.stdout)
                 req = report["requests"]
                 runs.append({"signal": signal_name, "hour": hour, **{k: report[k] for k in (
@@ -626,7 +564,7 @@ def main() -> int:
     try:
         ensure_venv(args)
         return run(args)
-    except BenchError as e:
+    except (BenchError, ct.TrialError) as e:
         log(f"query_bench: {e}")
         return 2
 
