@@ -344,6 +344,46 @@ MALFORMED_SQL = (
 )
 
 
+@dataclass
+class Reconciliation:
+    """What was stored of a run's requests, against what was sent and acknowledged."""
+
+    lost: int = 0  # acknowledged records with no stored row
+    lost_examples: list[str] = field(default_factory=list)
+    dup: int = 0  # stored rows beyond one per distinct id
+    dup_examples: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)  # stored requests never sent
+    stored_unacked_records: int = 0  # stored although never acknowledged (allowed)
+    stored_unacked_requests: int = 0
+    torn_requests: list[str] = field(default_factory=list)  # unacknowledged and stored in part
+
+
+def reconcile(
+    acked: dict[str, int], sent: dict[str, int], stored: dict[str, tuple[int, int]]
+) -> Reconciliation:
+    """`acked` and `sent`: records per request id; `stored`: (rows, distinct ids) per request."""
+    rec = Reconciliation()
+    for req, n in acked.items():
+        _, distinct = stored.get(req, (0, 0))
+        if distinct < n:
+            rec.lost += n - distinct
+            if len(rec.lost_examples) < 5:
+                rec.lost_examples.append(f"{req}: {distinct}/{n} ids stored")
+    for req, (rows, distinct) in stored.items():
+        if rows > distinct:
+            rec.dup += rows - distinct
+            if len(rec.dup_examples) < 5:
+                rec.dup_examples.append(f"{req}: {rows} rows, {distinct} ids")
+        if req not in sent:
+            rec.unknown.append(req)
+        elif req not in acked:
+            rec.stored_unacked_records += distinct
+            rec.stored_unacked_requests += 1
+            if distinct != sent[req]:
+                rec.torn_requests.append(f"{req}: {distinct}/{sent[req]} records")
+    return rec
+
+
 def run_totals(rows: list) -> dict[str, tuple[int, int]]:
     return {r[0]: (int(r[1]), int(r[2])) for r in rows}
 
@@ -457,32 +497,10 @@ def one_run(
     torn_segments = restarted.log_text().count("ends in a torn or corrupt frame")
 
     stored = stored_per_request(restarted, run)
-    lost = 0
-    lost_examples: list[str] = []
-    dup = 0
-    dup_examples: list[str] = []
-    torn_requests: list[str] = []
-    unknown: list[str] = []
-    stored_unacked_records = 0
-    stored_unacked_requests = 0
-    for req, n in acked.items():
-        rows, distinct = stored.get(req, (0, 0))
-        if distinct < n:
-            lost += n - distinct
-            if len(lost_examples) < 5:
-                lost_examples.append(f"{req}: {distinct}/{n} ids stored")
-    for req, (rows, distinct) in stored.items():
-        if rows > distinct:
-            dup += rows - distinct
-            if len(dup_examples) < 5:
-                dup_examples.append(f"{req}: {rows} rows, {distinct} ids")
-        if req not in sent:
-            unknown.append(req)
-        elif req not in acked:
-            stored_unacked_records += distinct
-            stored_unacked_requests += 1
-            if distinct != sent[req]:
-                torn_requests.append(f"{req}: {distinct}/{sent[req]} records")
+    rec = reconcile(acked, sent, stored)
+    lost, lost_examples, dup, dup_examples = rec.lost, rec.lost_examples, rec.dup, rec.dup_examples
+    torn_requests, unknown = rec.torn_requests, rec.unknown
+    stored_unacked_records, stored_unacked_requests = rec.stored_unacked_records, rec.stored_unacked_requests
 
     # Every run so far: no duplicates, and no earlier run changed after this crash.
     totals = run_totals(query_api(restarted.api, RUN_TOTALS_SQL)["rows"])

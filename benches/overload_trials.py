@@ -466,33 +466,17 @@ def verify(server: ct.Server, run: str, tally: Tally) -> dict:
             timeout=3600,
         )["rows"][0][0]
     )
-    lost = dup = stored_unacked = 0
-    examples: list[str] = []
-    unknown = 0
-    for req, n in tally.acked.items():
-        _, d = stored.get(req, (0, 0))
-        if d < n:
-            lost += n - d
-            if len(examples) < 5:
-                examples.append(f"lost {req}: {d}/{n} ids stored")
-    for req, (rows, d) in stored.items():
-        if rows > d:
-            dup += rows - d
-            if len(examples) < 10:
-                examples.append(f"duplicated {req}: {rows} rows, {d} ids")
-        if req not in tally.sent:
-            unknown += 1
-        elif req not in tally.acked:
-            stored_unacked += d
+    rec = ct.reconcile(tally.acked, tally.sent, stored)
     return {
         "records_acked": sum(tally.acked.values()),
         "records_stored": sum(d for _, d in stored.values()),
-        "records_lost": lost,
-        "records_duplicated": dup,
-        "records_stored_unacked": stored_unacked,
-        "unknown_requests": unknown,
+        "records_lost": rec.lost,
+        "records_duplicated": rec.dup,
+        "records_stored_unacked": rec.stored_unacked_records,
+        "unknown_requests": len(rec.unknown),
         "malformed_ids": malformed,
-        "examples": examples,
+        "examples": [f"lost {e}" for e in rec.lost_examples]
+        + [f"duplicated {e}" for e in rec.dup_examples],
     }
 
 
