@@ -244,6 +244,19 @@ HEAD = (
 TAIL = "]}]}]}"
 
 
+def fully_acknowledged(body: bytes) -> bool:
+    """Whether a 200 answer to an OTLP/HTTP JSON logs export acknowledges every record.
+
+    OTLP: rejectedLogRecords > 0 means some records were refused (which ones is not said), so
+    the request does not count as acknowledged; a message alone is a warning."""
+    try:
+        ack = json.loads(body or b"{}")
+    except ValueError:
+        return False
+    partial = ack.get("partialSuccess") or {}
+    return int(partial.get("rejectedLogRecords", 0) or 0) == 0
+
+
 def request_body(run: str, req: str, n: int) -> bytes:
     t0 = time.time_ns()
     records = ",".join(
@@ -290,17 +303,10 @@ def sender(
         finally:
             conn.close()
         if resp.status == 200:
-            try:
-                ack = json.loads(data or b"{}")
-            except ValueError:
-                ack = {"unparsable": True}
-            partial = ack.get("partialSuccess") or {}
-            # OTLP: rejectedLogRecords > 0 means some records were refused (which ones is not
-            # said), so the request does not count as acknowledged; a message alone is a warning.
-            if ack.get("unparsable") or int(partial.get("rejectedLogRecords", 0) or 0) > 0:
-                out.partial += 1
-            else:
+            if fully_acknowledged(data):
                 out.acked[req] = n
+            else:
+                out.partial += 1
         elif resp.status in (429, 503):
             out.throttled += 1
             try:

@@ -304,18 +304,13 @@ def send_loop(
         code = str(resp.status)
         tally.status[code] += 1
         if resp.status == 200:
-            try:
-                ack = json.loads(data or b"{}")
-            except ValueError:
-                ack = {"unparsable": True}
-            partial = ack.get("partialSuccess") or {}
-            if ack.get("unparsable") or int(partial.get("rejectedLogRecords", 0) or 0) > 0:
-                tally.partial += 1
-                tally.events.append((started, "partial", records))
-            else:
+            if ct.fully_acknowledged(data):
                 tally.acked[req] = records
                 tally.latencies.append(time.monotonic() - started)
                 tally.events.append((started, "200", records))
+            else:
+                tally.partial += 1
+                tally.events.append((started, "partial", records))
         else:
             tally.events.append((started, code, records))
             if refused_wait and resp.status in (429, 503):
