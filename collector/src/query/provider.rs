@@ -38,6 +38,12 @@ use vigil_core::schema::col;
 
 use crate::storage::catalog::{Catalog, ParquetFile, TableSnapshot};
 
+/// Parquet files of a snapshot.
+type Files = Vec<Arc<ParquetFile>>;
+
+/// Column indices to read or pass on; `None` is every column.
+type Projection = Option<Vec<usize>>;
+
 /// One signal's table. Every scan reads a fresh catalog snapshot, so a query sees each record
 /// exactly once even while compaction moves batches from memory into Parquet.
 #[derive(Debug)]
@@ -91,7 +97,7 @@ impl SignalTable {
         df_schema: &Arc<DFSchema>,
         files: Vec<Arc<ParquetFile>>,
         time_filter: &Expr,
-    ) -> Result<(Vec<Arc<ParquetFile>>, Vec<Arc<ParquetFile>>)> {
+    ) -> Result<(Files, Files)> {
         let negated = simplified(state, df_schema, Expr::Not(Box::new(time_filter.clone())))
             .and_then(|expr| state.create_physical_expr(expr, df_schema));
         let may_fail = match negated {
@@ -120,7 +126,7 @@ impl SignalTable {
     fn with_time_column(
         &self,
         projection: Option<&Vec<usize>>,
-    ) -> Result<(Option<Vec<usize>>, Option<Vec<usize>>)> {
+    ) -> Result<(Projection, Projection)> {
         let time_index = self.schema.index_of(col::TIME)?;
         Ok(match projection {
             Some(p) if !p.contains(&time_index) => {
