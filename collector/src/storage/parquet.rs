@@ -531,7 +531,7 @@ mod tests {
     #[test]
     fn trace_ids_get_a_bloom_filter_unless_the_file_is_encrypted() {
         use parquet::file::properties::ReaderProperties;
-        use parquet::file::reader::{FileReader, RowGroupReader};
+        use parquet::file::reader::FileReader;
         use parquet::file::serialized_reader::{ReadOptionsBuilder, SerializedFileReader};
 
         let dir = tempfile::tempdir().expect("tempdir");
@@ -562,8 +562,7 @@ mod tests {
             zstd_level: 3,
             encryption: None,
         };
-        let files =
-            write_segment(dir.path(), Signal::Logs, 1, &[batch.clone()], &options).expect("write");
+        let files = write_segment(dir.path(), Signal::Logs, 1, &[batch], &options).expect("write");
         let [file] = files.as_slice() else {
             panic!("one file: {files:?}")
         };
