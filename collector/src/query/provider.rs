@@ -66,6 +66,16 @@ impl SignalTable {
         self.signal
     }
 
+    /// Whether the scan applies `filter` itself (`Exact`): a filter on `time` alone, which
+    /// each file's range can decide. Only while `time` cannot be null: the catalog's statistics
+    /// count no nulls, and a null row would slip through a file judged covered.
+    fn applies_itself(&self, filter: &Expr) -> bool {
+        self.schema
+            .field_with_name(col::TIME)
+            .is_ok_and(|field| !field.is_nullable())
+            && is_time_only(filter)
+    }
+
     /// The scan's filters as one physical predicate over the table schema, for file pruning.
     /// Each filter is compiled on its own, so one that cannot be only loses its own pruning (it
     /// is still applied to rows, above the scan or by [`Self::time_filtered`]). `None` when no
@@ -238,7 +248,7 @@ impl TableProvider for SignalTable {
         Ok(filters
             .iter()
             .map(|filter| {
-                if is_time_only(filter) {
+                if self.applies_itself(filter) {
                     TableProviderFilterPushDown::Exact
                 } else {
                     TableProviderFilterPushDown::Inexact
@@ -273,7 +283,7 @@ impl TableProvider for SignalTable {
         // The filters declared `Exact`, which this scan must apply.
         let time_filter = filters
             .iter()
-            .filter(|filter| is_time_only(filter))
+            .filter(|filter| self.applies_itself(filter))
             .cloned()
             .reduce(Expr::and);
         let Some(time_filter) = time_filter else {
@@ -460,7 +470,7 @@ impl PruningStatistics for FileTimeStats<'_> {
     }
 
     fn null_counts(&self, column: &Column) -> Option<ArrayRef> {
-        // `time` is non-nullable in both schemas.
+        // `time` is non-nullable in every table's schema (see `SignalTable::applies_itself`).
         (column.name == col::TIME)
             .then(|| Arc::new(UInt64Array::from(vec![0; self.files.len()])) as ArrayRef)
     }
