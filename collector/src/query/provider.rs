@@ -120,15 +120,13 @@ impl SignalTable {
         let Some(may_fail) = may_fail else {
             return Ok((Vec::new(), files));
         };
-        let (mut covered, mut partial) = (Vec::new(), Vec::new());
-        for (file, may_fail) in files.into_iter().zip(may_fail) {
-            if may_fail {
-                partial.push(file);
-            } else {
-                covered.push(file);
-            }
-        }
-        Ok((covered, partial))
+        let (partial, covered): (Vec<_>, Vec<_>) = files
+            .into_iter()
+            .zip(may_fail)
+            .partition(|(_, may_fail)| *may_fail);
+        let files =
+            |pairs: Vec<(Arc<ParquetFile>, bool)>| pairs.into_iter().map(|(f, _)| f).collect();
+        Ok((files(covered), files(partial)))
     }
 
     /// The projection a scan under a time filter reads, and the filter's own projection back to
@@ -153,13 +151,10 @@ impl SignalTable {
     fn time_filtered(
         state: &dyn Session,
         time_filter: &Expr,
-        input: Option<Arc<dyn ExecutionPlan>>,
-        output: Option<Vec<usize>>,
+        input: Arc<dyn ExecutionPlan>,
+        output: Projection,
         limit: Option<usize>,
-    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-        let Some(input) = input else {
-            return Ok(None);
-        };
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let input_schema = Arc::new(DFSchema::try_from(input.schema())?);
         let predicate = simplified(state, &input_schema, time_filter.clone())
             .and_then(|expr| state.create_physical_expr(expr, &input_schema))?;
@@ -167,7 +162,7 @@ impl SignalTable {
             .apply_projection(output)?
             .with_fetch(limit)
             .build()?;
-        Ok(Some(Arc::new(filter)))
+        Ok(Arc::new(filter))
     }
 
     async fn parquet_plan(
@@ -286,37 +281,38 @@ impl TableProvider for SignalTable {
             .filter(|filter| self.applies_itself(filter))
             .cloned()
             .reduce(Expr::and);
-        let Some(time_filter) = time_filter else {
-            if let Some(plan) = self.parquet_plan(state, files, projection, limit).await? {
-                inputs.push(plan);
-            }
-            if let Some(plan) = self.memory_plan(memory, target_partitions, projection, limit)? {
-                inputs.push(plan);
-            }
-            return union(inputs, &self.schema, projection);
+        // Files the time filter covers whole (all of them without one) are read as they are.
+        let (covered, partial) = match &time_filter {
+            Some(filter) => self.split_covered(state, &df_schema, files, filter)?,
+            None => (files, Vec::new()),
         };
-
-        let (covered, partial) = self.split_covered(state, &df_schema, files, &time_filter)?;
-        tracing::debug!(
-            table = self.signal.as_str(),
-            covered_files = covered.len(),
-            "files read without their time filter"
-        );
-        if let Some(plan) = self.parquet_plan(state, covered, projection, limit).await? {
-            inputs.push(plan);
-        }
-        let (read, output) = self.with_time_column(projection)?;
-        let partial = self
-            .parquet_plan(state, partial, read.as_ref(), None)
-            .await?;
-        if let Some(plan) =
-            Self::time_filtered(state, &time_filter, partial, output.clone(), limit)?
-        {
-            inputs.push(plan);
-        }
-        let memory = self.memory_plan(memory, target_partitions, read.as_ref(), None)?;
-        if let Some(plan) = Self::time_filtered(state, &time_filter, memory, output, limit)? {
-            inputs.push(plan);
+        inputs.extend(self.parquet_plan(state, covered, projection, limit).await?);
+        match time_filter {
+            None => {
+                inputs.extend(self.memory_plan(memory, target_partitions, projection, limit)?)
+            }
+            // The files it cuts through and the WAL batches are read with `time` and filtered.
+            Some(time_filter) => {
+                tracing::debug!(
+                    table = self.signal.as_str(),
+                    filtered_files = partial.len(),
+                    "files read with their time filter"
+                );
+                let (read, output) = self.with_time_column(projection)?;
+                let partial = self
+                    .parquet_plan(state, partial, read.as_ref(), None)
+                    .await?;
+                let memory = self.memory_plan(memory, target_partitions, read.as_ref(), None)?;
+                for input in partial.into_iter().chain(memory) {
+                    inputs.push(Self::time_filtered(
+                        state,
+                        &time_filter,
+                        input,
+                        output.clone(),
+                        limit,
+                    )?);
+                }
+            }
         }
         union(inputs, &self.schema, projection)
     }
