@@ -76,7 +76,11 @@ impl Validator {
                 let digits = digits(value);
                 (13..=19).contains(&digits.len()) && luhn(&digits)
             }
-            Self::CreditCard => credit_card(value) && !in_hyphenated_token(hay, start, end),
+            Self::CreditCard => {
+                credit_card(value)
+                    && !in_hyphenated_token(hay, start, end)
+                    && !after_decimal_point(hay, start)
+            }
             Self::UsSsn => us_ssn(value) && !in_hyphenated_token(hay, start, end),
             Self::Phone => {
                 (8..=15).contains(&digits(value).len()) && !in_hyphenated_token(hay, start, end)
@@ -90,6 +94,15 @@ impl Validator {
             Self::Password => !working_directory(hay, start, value),
         }
     }
+}
+
+/// Whether the value at `start` follows `<digit>.`: the fraction of a number
+/// (`0.4111111111111111`) or the next part of a dotted one (`10.0.0.1.4111 1111 1111 1111`, a
+/// version or an OID, which is why the address in it is not taken either).
+fn after_decimal_point(hay: &str, start: usize) -> bool {
+    let bytes = hay.as_bytes();
+    let before = |n: usize| start.checked_sub(n).and_then(|i| bytes.get(i)).copied();
+    before(1) == Some(b'.') && before(2).is_some_and(|b| b.is_ascii_digit())
 }
 
 /// The ASCII digits of `s`, as numbers.
@@ -335,6 +348,27 @@ mod tests {
             "grouping"
         );
         assert!(ok(Validator::Luhn, "1234567812345670"));
+    }
+
+    /// Found by the idempotence property: `10.0.0.1.4111 1111 1111 1111` kept the address (a
+    /// fifth dotted part follows it) but masked the card, and the next pass, seeing the
+    /// address followed by a marker, took it. Digits after `<digit>.` are not a card either.
+    #[test]
+    fn digits_after_a_decimal_point_are_not_a_card() {
+        let card = "4111 1111 1111 1111";
+        for (text, expected) in [
+            (format!("10.0.0.1.{card}"), false),
+            (format!("ratio 0.{card}"), false),
+            (format!("card: {card}"), true),
+            (format!("v.{card}"), true),
+        ] {
+            let start = text.len() - card.len();
+            assert_eq!(
+                Validator::CreditCard.check(&text, start, text.len()),
+                expected,
+                "{text}"
+            );
+        }
     }
 
     #[test]
