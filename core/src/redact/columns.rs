@@ -8,9 +8,10 @@ use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::DataType;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
-use foldhash::{HashMap, HashSet};
+use foldhash::HashMap;
 
 use super::findings::Collector;
+use super::json::{GateKind, body_gate};
 use super::keys::KeyDecision;
 use super::{Engine, NOT_ALLOWED, Outcome, Policy, SENSITIVE_KEY, Site};
 use crate::batch::{Batch, Signal};
@@ -61,8 +62,9 @@ fn role(signal: Signal, column: &str) -> Role {
     }
 }
 
-/// Distinct clean values remembered per map column of a batch.
-const MAX_CLEAN_VALUES: usize = 8192;
+/// Distinct values gated once per map column of a batch; beyond this, values are gated each
+/// time they occur.
+const MAX_DISTINCT_VALUES: usize = 8192;
 
 /// A change to one value of a string array.
 enum Edit {
@@ -156,26 +158,65 @@ impl<'a> Ctx<'a> {
         role: Role,
         collector: &mut Collector<'a>,
     ) -> Option<StringArray> {
+        let candidates = self.candidates(array, role);
         let mut edits: Vec<(usize, Edit)> = Vec::new();
-        for row in 0..array.len() {
-            if array.is_null(row) {
+        for (row, &candidate) in candidates.iter().enumerate() {
+            if !candidate {
                 continue;
             }
             let text = array.value(row);
-            if text.is_empty() {
-                continue;
-            }
             let (mut site, policy) = self.site(collector, row);
             let redacted = match role {
-                Role::Body => self.engine.redact_body(text, policy, &mut site),
-                Role::Records => self.engine.redact_records_json(text, policy, &mut site),
-                _ => self.engine.redact_field(text, policy, &mut site),
+                Role::Body => self.engine.redact_body_candidate(text, policy, &mut site),
+                Role::Records => self
+                    .engine
+                    .redact_records_candidate(text, policy, &mut site),
+                _ => self.engine.redact_field_candidate(text, policy, &mut site),
             };
             if let Some(r) = redacted {
                 edits.push((row, Edit::Replace(r)));
             }
         }
         (!edits.is_empty()).then(|| apply_edits(array, 0..array.len(), &edits))
+    }
+
+    /// Per row, whether the value passes its gate. The whole column goes through the gate
+    /// together, several strings at a time; null and empty values never pass.
+    fn candidates(&self, array: &StringArray, role: Role) -> Vec<bool> {
+        let mut candidates = vec![false; array.len()];
+        let mut text: (Vec<usize>, Vec<&str>) = Default::default();
+        let mut json: (Vec<usize>, Vec<&str>) = Default::default();
+        for (row, value) in array.iter().enumerate() {
+            let Some(value) = value.filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            let kind = match role {
+                Role::Body => body_gate(value),
+                Role::Records => GateKind::Json,
+                _ => GateKind::Text,
+            };
+            let group = match kind {
+                GateKind::Text => &mut text,
+                GateKind::Json => &mut json,
+                GateKind::Walk => {
+                    if let Some(c) = candidates.get_mut(row) {
+                        *c = true;
+                    }
+                    continue;
+                }
+            };
+            group.0.push(row);
+            group.1.push(value);
+        }
+        for ((rows, values), is_json) in [(text, false), (json, true)] {
+            let passed = self.engine.scanner.candidates(&values, is_json);
+            for (row, passed) in rows.into_iter().zip(passed) {
+                if let Some(c) = candidates.get_mut(row) {
+                    *c = passed;
+                }
+            }
+        }
+        candidates
     }
 
     fn map(
@@ -192,26 +233,54 @@ impl<'a> Ctx<'a> {
             .as_string_opt::<i32>()
             .ok_or_else(|| ArrowError::SchemaError("map values are not strings".into()))?;
         let offsets = map.value_offsets();
+        let rows = || {
+            (0..map.len()).filter_map(|row| {
+                let (&start, &end) = offsets.get(row).zip(offsets.get(row + 1))?;
+                Some((row, start.max(0) as usize..end.max(0) as usize))
+            })
+        };
         // Key decisions repeat across rows: decide each (policy, key) once per batch.
         let mut decisions: HashMap<(*const Policy, &str), KeyDecision> = HashMap::default();
         // Values repeat too (every row of a resource carries the same resource attributes,
-        // methods and routes recur): a value seen clean is not scanned again in this batch.
-        let mut clean: HashSet<&str> = HashSet::default();
-        let mut edits: Vec<(usize, Edit)> = Vec::new();
-        for row in 0..map.len() {
-            let (Some(&start), Some(&end)) = (offsets.get(row), offsets.get(row + 1)) else {
-                continue;
-            };
-            let (mut site, policy) = self.site(collector, row);
-            for entry in start.max(0) as usize..end.max(0) as usize {
+        // methods and routes recur): each distinct kept value goes through the gate once, and
+        // all of them together, several at a time.
+        let mut distinct: HashMap<&str, usize> = HashMap::default();
+        let mut to_gate: Vec<&str> = Vec::new();
+        // Per entry: its key decision, and for a kept value its place in `to_gate`.
+        let mut plan: Vec<(KeyDecision, Option<usize>)> = Vec::with_capacity(keys.len());
+        for (row, entries) in rows() {
+            let (_, policy) = self.site(collector, row);
+            for entry in entries {
                 let key = keys.value(entry);
                 let decision = *decisions
                     .entry((std::ptr::from_ref(policy), key))
                     .or_insert_with(|| policy.keys.decide(key));
-                let value = values
-                    .is_valid(entry)
-                    .then(|| values.value(entry))
-                    .filter(|v| !v.is_empty());
+                let gated = match (decision, value_at(values, entry)) {
+                    (KeyDecision::Keep, Some(v)) => Some(match distinct.get(v) {
+                        Some(&at) => at,
+                        None => {
+                            if distinct.len() < MAX_DISTINCT_VALUES {
+                                distinct.insert(v, to_gate.len());
+                            }
+                            to_gate.push(v);
+                            to_gate.len() - 1
+                        }
+                    }),
+                    _ => None,
+                };
+                plan.push((decision, gated));
+            }
+        }
+        let passed = self.engine.scanner.candidates(&to_gate, false);
+        let first = offsets.first().map_or(0, |&o| o.max(0) as usize);
+        let mut edits: Vec<(usize, Edit)> = Vec::new();
+        for (row, entries) in rows() {
+            let (mut site, policy) = self.site(collector, row);
+            for entry in entries {
+                let Some(&(decision, gated)) = plan.get(entry - first) else {
+                    continue;
+                };
+                let value = value_at(values, entry);
                 let edit = match (decision, value) {
                     (KeyDecision::NotAllowed, _) => {
                         site.record(NOT_ALLOWED);
@@ -227,19 +296,16 @@ impl<'a> Ctx<'a> {
                         )
                     }
                     (KeyDecision::Keep, Some(v)) => {
-                        if clean.contains(v) {
-                            None
-                        } else if !self.engine.scanner.is_candidate(v) {
-                            if clean.len() < MAX_CLEAN_VALUES {
-                                clean.insert(v);
-                            }
-                            None
-                        } else {
+                        // A value the plan has no gate answer for is scanned (never skipped).
+                        let candidate = gated.and_then(|i| passed.get(i)).is_none_or(|&p| p);
+                        if candidate {
                             match self.engine.redact_text(v, policy, &mut site) {
                                 None => None,
                                 Some(Outcome::Replaced(r)) => Some(Edit::Replace(r)),
                                 Some(Outcome::Drop(_)) => Some(Edit::Remove),
                             }
+                        } else {
+                            None
                         }
                     }
                 };
@@ -253,6 +319,14 @@ impl<'a> Ctx<'a> {
         }
         rebuild_map(map, keys, values, &edits).map(Some)
     }
+}
+
+/// The value of a map entry, unless it is null or empty.
+fn value_at(values: &StringArray, entry: usize) -> Option<&str> {
+    values
+        .is_valid(entry)
+        .then(|| values.value(entry))
+        .filter(|v| !v.is_empty())
 }
 
 /// `array[range]` with `edits` (sorted by index) applied.

@@ -26,6 +26,35 @@ enum Change {
     Drop(usize),
 }
 
+/// How a string is tested before it is redacted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum GateKind {
+    /// The text gate.
+    Text,
+    /// The JSON gate, which also passes a denied object key.
+    Json,
+    /// None: the string is always walked.
+    Walk,
+}
+
+/// How a log body is gated: JSON (an object or array) by the JSON gate, except JSON with
+/// escapes, which is always walked (`\u0040` hides an `@` from the raw scan); other text by
+/// the text gate.
+pub(super) fn body_gate(text: &str) -> GateKind {
+    if !is_json_like(text) {
+        GateKind::Text
+    } else if text.contains("\\u") {
+        GateKind::Walk
+    } else {
+        GateKind::Json
+    }
+}
+
+fn is_json_like(text: &str) -> bool {
+    let trimmed = text.trim_start();
+    trimmed.starts_with('{') || trimmed.starts_with('[')
+}
+
 impl Engine {
     /// A log body: JSON when it parses as an object or array, else text.
     pub(super) fn redact_body(
@@ -34,17 +63,22 @@ impl Engine {
         policy: &Policy,
         site: &mut Site<'_, '_>,
     ) -> Option<String> {
-        let trimmed = text.trim_start();
-        let json = trimmed.starts_with('{') || trimmed.starts_with('[');
-        if json {
-            // `\u0040` hides an `@` from the raw scan: escaped JSON is always walked.
-            if !text.contains("\\u") && !self.scanner.is_json_candidate(text) {
-                return None;
-            }
-        } else if !self.scanner.is_candidate(text) {
+        if !self.passes(body_gate(text), text) {
             return None;
         }
-        if json && let Ok(mut value) = serde_json::from_str::<Value>(text) {
+        self.redact_body_candidate(text, policy, site)
+    }
+
+    /// [`Self::redact_body`] for a body that already passed its gate.
+    pub(super) fn redact_body_candidate(
+        &self,
+        text: &str,
+        policy: &Policy,
+        site: &mut Site<'_, '_>,
+    ) -> Option<String> {
+        if is_json_like(text)
+            && let Ok(mut value) = serde_json::from_str::<Value>(text)
+        {
             return self
                 .redact_json(&mut value, Scope::Plain, policy, site)
                 .then(|| value.to_json());
@@ -52,16 +86,22 @@ impl Engine {
         self.redact_field_candidate(text, policy, site)
     }
 
-    /// The `events` or `links` column of a span.
-    pub(super) fn redact_records_json(
+    /// Whether `text` passes the gate of `kind`.
+    pub(super) fn passes(&self, kind: GateKind, text: &str) -> bool {
+        match kind {
+            GateKind::Text => self.scanner.is_candidate(text),
+            GateKind::Json => self.scanner.is_json_candidate(text),
+            GateKind::Walk => true,
+        }
+    }
+
+    /// The `events` or `links` column of a span, once it passed the JSON gate.
+    pub(super) fn redact_records_candidate(
         &self,
         text: &str,
         policy: &Policy,
         site: &mut Site<'_, '_>,
     ) -> Option<String> {
-        if !self.scanner.is_json_candidate(text) {
-            return None;
-        }
         match serde_json::from_str::<Value>(text) {
             Ok(mut value) => self
                 .redact_json(&mut value, Scope::Records, policy, site)

@@ -516,14 +516,8 @@ impl Engine {
         self.redact_text(text, policy, site)
     }
 
-    /// A text field that cannot be dropped (span name, status message, text body): a `drop`
-    /// finding masks the whole field.
-    fn redact_field(&self, text: &str, policy: &Policy, site: &mut Site<'_, '_>) -> Option<String> {
-        self.redact_if_candidate(text, policy, site)
-            .map(|o| self.field_value(o))
-    }
-
-    /// [`Self::redact_field`] for text that already passed the gate.
+    /// A text field that cannot be dropped (span name, status message, text body) and that
+    /// already passed the gate: a `drop` finding masks the whole field.
     fn redact_field_candidate(
         &self,
         text: &str,

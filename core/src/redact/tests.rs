@@ -861,6 +861,95 @@ fn the_gate_changes_no_output() {
     }
 }
 
+/// A column is gated many values at a time; it must come out as if each value had been
+/// redacted alone: the same output row by row, and the same findings per entity. Each record
+/// carries its text as the body and, unless it looks like JSON (which a body walks and an
+/// attribute does not), as an attribute value too, next to a denied key and a value that
+/// repeats on every row.
+#[test]
+fn a_column_is_redacted_like_each_of_its_values() {
+    let mut inputs = gate_corpus();
+    inputs.extend(
+        [
+            r#"{"contact":"alice\u0040example.com"}"#,
+            r#"  [{"password": "hunter2"}, 1]"#,
+            "{ not json but alice@example.com",
+            "",
+        ]
+        .map(String::from),
+    );
+    let is_json = |t: &str| t.trim_start().starts_with(['{', '[']);
+    let records = inputs
+        .iter()
+        .map(|text| LogRecord {
+            time_unix_nano: 1,
+            body: Some(AnyValue {
+                value: Some(Value::StringValue(text.clone())),
+            }),
+            attributes: if is_json(text) {
+                vec![]
+            } else {
+                vec![
+                    kv("note", text),
+                    kv("password", "x"),
+                    kv("peer", "10.9.8.7"),
+                ]
+            },
+            ..Default::default()
+        })
+        .collect();
+    // Nothing to find outside the records: the findings compared are theirs alone.
+    let mut request = logs_request("checkout", records);
+    for resource in &mut request.resource_logs {
+        if let Some(r) = resource.resource.as_mut() {
+            r.attributes.retain(|kv| kv.key == "service.name");
+        }
+        for scope in &mut resource.scope_logs {
+            scope.scope = None;
+        }
+    }
+    let batch = decode_logs(&request, 0).unwrap().batch;
+    let r = default_redactor();
+    let redacted = r.apply(batch).unwrap();
+    let rb = redacted.records();
+    let body = rb.column_by_name("body").unwrap().as_string::<i32>();
+    let attributes = rb.column_by_name("attributes").unwrap().as_map();
+    let mut alone = std::collections::BTreeMap::<String, u64>::new();
+    let tally = |alone: &mut std::collections::BTreeMap<String, u64>, findings: &Findings| {
+        for f in findings.iter() {
+            *alone.entry(f.entity.to_string()).or_default() += f.count;
+        }
+    };
+    let (peer, peer_findings) = r.redact_str_findings("checkout", "10.9.8.7");
+    for (row, text) in inputs.iter().enumerate() {
+        let (out, findings) = r.redact_str_findings("checkout", text);
+        assert_eq!(body.value(row), out, "row {row}: {text:?}");
+        tally(&mut alone, &findings);
+        let entries = map_entries(attributes, row);
+        if is_json(text) {
+            assert!(entries.is_empty());
+            continue;
+        }
+        assert_eq!(
+            entries[0],
+            ("note".to_owned(), Some(out.into_owned())),
+            "row {row}"
+        );
+        tally(&mut alone, &findings);
+        let masked = Some("[REDACTED:SENSITIVE_KEY]".to_owned());
+        assert_eq!(entries[1], ("password".to_owned(), masked));
+        *alone.entry("sensitive_key".into()).or_default() += 1;
+        assert_eq!(entries[2], ("peer".to_owned(), Some(peer.to_string())));
+        tally(&mut alone, &peer_findings);
+    }
+    let mut together = std::collections::BTreeMap::<String, u64>::new();
+    for f in redacted.findings().iter() {
+        *together.entry(f.entity.to_string()).or_default() += f.count;
+    }
+    assert!(alone.len() > 15, "{alone:?}");
+    assert_eq!(together, alone);
+}
+
 /// Each detector's gate entry on its own passes every corpus string its pattern matches; the
 /// corpus has strings for every detector, so an entry that loses matches is caught here even
 /// when another detector's entry would have covered for it end to end.
