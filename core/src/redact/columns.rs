@@ -391,7 +391,13 @@ fn rebuild_map(
         lengths.push(kept);
     }
     let new_values = apply_edits(values, first..last, edits);
-    let new_keys = apply_edits(keys, first..last, &key_edits);
+    // Most edits replace values (a hashed address on every row): the keys are then kept as
+    // they are, without a copy.
+    let new_keys = if key_edits.is_empty() {
+        keys.slice(first, last - first)
+    } else {
+        apply_edits(keys, first..last, &key_edits)
+    };
     let entries = StructArray::try_new(
         entry_fields.clone(),
         vec![
