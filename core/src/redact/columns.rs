@@ -138,11 +138,7 @@ struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     fn site<'c>(&self, collector: &'c mut Collector<'a>, row: usize) -> (Site<'c, 'a>, &'a Policy) {
-        let service = if self.service.is_valid(row) {
-            self.service.value(row)
-        } else {
-            ""
-        };
+        let service = self.service_of(row);
         let site = Site {
             collector,
             service,
@@ -150,6 +146,14 @@ impl<'a> Ctx<'a> {
             row,
         };
         (site, self.engine.policy(service))
+    }
+
+    fn service_of(&self, row: usize) -> &'a str {
+        if self.service.is_valid(row) {
+            self.service.value(row)
+        } else {
+            ""
+        }
     }
 
     fn strings(
@@ -249,7 +253,7 @@ impl<'a> Ctx<'a> {
         // Per entry: its key decision, and for a kept value its place in `to_gate`.
         let mut plan: Vec<(KeyDecision, Option<usize>)> = Vec::with_capacity(keys.len());
         for (row, entries) in rows() {
-            let (_, policy) = self.site(collector, row);
+            let policy = self.engine.policy(self.service_of(row));
             for entry in entries {
                 let key = keys.value(entry);
                 let decision = *decisions
