@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use vigil_benches::corpus::{CorpusConfig, logs_requests, trace_requests};
+use vigil_collector::config::StorageConfig;
 use vigil_collector::storage::parquet::{ParquetOptions, write_segment};
 use vigil_collector::storage::wal::{SegmentWriter, encode_payload};
 use vigil_core::Signal;
@@ -93,7 +94,7 @@ fn compaction(c: &mut Criterion) {
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let options = ParquetOptions {
         row_group_rows: 128 * 1024,
-        zstd_level: 3,
+        zstd_level: StorageConfig::default().parquet_zstd_level,
         encryption: None,
     };
     let mut g = c.benchmark_group("compaction");

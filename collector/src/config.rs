@@ -155,7 +155,7 @@ impl Default for StorageConfig {
             segment_max_age: Duration::from_secs(60),
             max_pending_segments: 2,
             parquet_row_group_rows: 128 * 1024,
-            parquet_zstd_level: 3,
+            parquet_zstd_level: 1,
             encryption: Default::default(),
         }
     }
