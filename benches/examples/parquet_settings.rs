@@ -65,6 +65,10 @@ fn no_dictionary(b: WriterPropertiesBuilder, c: ColumnPath) -> WriterPropertiesB
     b.set_column_dictionary_enabled(c, false)
 }
 
+fn no_statistics(b: WriterPropertiesBuilder, c: ColumnPath) -> WriterPropertiesBuilder {
+    b.set_column_statistics_enabled(c, EnabledStatistics::None)
+}
+
 fn no_dictionary_no_statistics(
     b: WriterPropertiesBuilder,
     c: ColumnPath,
@@ -108,7 +112,14 @@ fn main() {
             plain(zstd(1), true, no_dictionary).build(),
         ),
         (
-            "zstd 1, maps+body plain, no stats, bloom (in force)",
+            "zstd 1, body plain, maps+body no stats, bloom (in force)",
+            bloom(plain(zstd(1), false, no_statistics))
+                .set_column_dictionary_enabled(ColumnPath::from("body"), false)
+                .set_column_statistics_enabled(ColumnPath::from("body"), EnabledStatistics::None)
+                .build(),
+        ),
+        (
+            "zstd 1, maps+body plain, no stats, bloom",
             bloom(plain(zstd(1), true, no_dictionary_no_statistics)).build(),
         ),
     ];

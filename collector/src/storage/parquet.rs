@@ -121,20 +121,24 @@ impl ParquetOptions {
                 builder = builder.set_column_dictionary_enabled(ColumnPath::from(*column), false);
             }
         }
-        // Attribute maps and free text: the writer would intern every value into a dictionary
-        // and keep the min/max of every page, a hash and comparisons per value, and a resource
-        // map repeats on every row of its request. zstd finds the repeats as well: without
-        // dictionaries and statistics there, a file is 4% larger and compaction takes a
-        // quarter less CPU (BENCHMARKS.md, Compaction). Min/max over all of a map's entries or
-        // over free text prune no file: queries filter on one key's value, or search the text.
+        // Statistics: the writer compares every value of a column against its page's min/max,
+        // and a resource map repeats on every row of its request. Min/max over all of a map's
+        // entries or over free text prune no file (queries filter on one key's value, or
+        // search the text), so those columns go without. Free text also goes without a
+        // dictionary: its values seldom repeat. Maps keep theirs: without them compaction
+        // took about 13% less CPU, but files were 7% larger and queries filtering on a map
+        // 6-13% slower (BENCHMARKS.md, Compaction).
+        for column in TEXT_COLUMNS {
+            if schema.column_with_name(column).is_some() {
+                builder = builder.set_column_dictionary_enabled(ColumnPath::from(*column), false);
+            }
+        }
         let text = TEXT_COLUMNS
             .iter()
             .filter(|c| schema.column_with_name(c).is_some())
             .map(|c| ColumnPath::from(*c));
         for column in text.chain(map_leaves(&schema)) {
-            builder = builder
-                .set_column_dictionary_enabled(column.clone(), false)
-                .set_column_statistics_enabled(column, EnabledStatistics::None);
+            builder = builder.set_column_statistics_enabled(column, EnabledStatistics::None);
         }
         match &self.encryption {
             Some(keyring) => {
@@ -667,10 +671,10 @@ mod tests {
         assert!(!bloom_on(&encrypted));
     }
 
-    /// Maps and free text are written without a dictionary and without statistics; the
-    /// short, repeating columns keep both.
+    /// Maps and free text are written without statistics, free text without a dictionary;
+    /// the short, repeating columns keep both.
     #[test]
-    fn maps_and_text_skip_the_dictionary_and_statistics() {
+    fn maps_and_text_skip_statistics_and_text_the_dictionary() {
         use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
         use opentelemetry_proto::tonic::resource::v1::Resource;
         let text = |s: &str| {
@@ -726,17 +730,21 @@ mod tests {
                 .find(|c| c.column_path().string() == path)
                 .unwrap_or_else(|| panic!("no column {path}"))
         };
-        for plain in [
-            "body",
+        let body = chunk("body");
+        assert_eq!(body.dictionary_page_offset(), None);
+        assert!(body.statistics().is_none());
+        for leaf in [
             "attributes.entries.key",
             "attributes.entries.value",
             "resource.entries.key",
             "resource.entries.value",
             "scope_attributes.entries.value",
         ] {
-            let c = chunk(plain);
-            assert_eq!(c.dictionary_page_offset(), None, "{plain}");
-            assert!(c.statistics().is_none(), "{plain}");
+            let c = chunk(leaf);
+            assert!(c.statistics().is_none(), "{leaf}");
+            if leaf != "scope_attributes.entries.value" {
+                assert!(c.dictionary_page_offset().is_some(), "{leaf}");
+            }
         }
         for dictionary in ["service", "severity_text"] {
             let c = chunk(dictionary);
