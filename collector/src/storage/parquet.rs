@@ -489,6 +489,15 @@ mod tests {
         decode_logs(&req, 1).expect("decode").batch.into_records()
     }
 
+    /// Compacts `batch` (all in one hour) as segment 1 of `dir`: one file.
+    fn write_one_file(dir: &Path, batch: RecordBatch, options: &ParquetOptions) -> ParquetFile {
+        let files = write_segment(dir, Signal::Logs, 1, &[batch], options).expect("write");
+        let [file] = files.as_slice() else {
+            panic!("one file: {files:?}")
+        };
+        file.clone()
+    }
+
     fn times_in(path: &Path) -> Vec<i64> {
         let file = File::open(path).expect("open");
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
@@ -605,10 +614,7 @@ mod tests {
             zstd_level: 3,
             encryption: None,
         };
-        let files = write_segment(dir.path(), Signal::Logs, 1, &[batch], &options).expect("write");
-        let [file] = files.as_slice() else {
-            panic!("one file: {files:?}")
-        };
+        let file = write_one_file(dir.path(), batch, &options);
         let reader = SerializedFileReader::new_with_options(
             File::open(&file.path).expect("open"),
             ReadOptionsBuilder::new()
@@ -716,10 +722,7 @@ mod tests {
             zstd_level: 1,
             encryption: None,
         };
-        let files = write_segment(dir.path(), Signal::Logs, 1, &[batch], &options).expect("write");
-        let [file] = files.as_slice() else {
-            panic!("one file: {files:?}")
-        };
+        let file = write_one_file(dir.path(), batch, &options);
         let meta = ParquetMetaDataReader::new()
             .parse_and_finish(&File::open(&file.path).expect("open"))
             .expect("footer");
