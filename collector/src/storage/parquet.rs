@@ -113,31 +113,25 @@ impl ParquetOptions {
         let mut builder = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(self.zstd_level)?))
             .set_max_row_group_row_count(Some(self.row_group_rows.max(1)));
-        // Ids are unique per record: a dictionary never pays, and building one until it
-        // overflows costs a hash of every value.
         let schema = signal.schema();
-        for column in UNIQUE_COLUMNS {
-            if schema.column_with_name(column).is_some() {
-                builder = builder.set_column_dictionary_enabled(ColumnPath::from(*column), false);
-            }
+        let present = |columns: &'static [&'static str]| {
+            columns
+                .iter()
+                .filter(|c| schema.column_with_name(c).is_some())
+                .map(|c| ColumnPath::from(*c))
+        };
+        // Ids are unique per record and free text seldom repeats: a dictionary never pays, and
+        // building one until it overflows costs a hash of every value.
+        for column in present(UNIQUE_COLUMNS).chain(present(TEXT_COLUMNS)) {
+            builder = builder.set_column_dictionary_enabled(column, false);
         }
         // Statistics: the writer compares every value of a column against its page's min/max,
         // and a resource map repeats on every row of its request. Min/max over all of a map's
         // entries or over free text prune no file (queries filter on one key's value, or
-        // search the text), so those columns go without. Free text also goes without a
-        // dictionary: its values seldom repeat. Maps keep theirs: without them compaction
-        // took about 13% less CPU, but files were 7% larger and queries filtering on a map
-        // 6-13% slower (BENCHMARKS.md, Compaction).
-        for column in TEXT_COLUMNS {
-            if schema.column_with_name(column).is_some() {
-                builder = builder.set_column_dictionary_enabled(ColumnPath::from(*column), false);
-            }
-        }
-        let text = TEXT_COLUMNS
-            .iter()
-            .filter(|c| schema.column_with_name(c).is_some())
-            .map(|c| ColumnPath::from(*c));
-        for column in text.chain(map_leaves(&schema)) {
+        // search the text), so those columns go without. Maps keep their dictionaries:
+        // without them compaction took about 13% less CPU, but files were 7% larger and
+        // queries filtering on a map 6-13% slower (BENCHMARKS.md, Compaction).
+        for column in present(TEXT_COLUMNS).chain(map_leaves(&schema)) {
             builder = builder.set_column_statistics_enabled(column, EnabledStatistics::None);
         }
         match &self.encryption {
