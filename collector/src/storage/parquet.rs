@@ -34,23 +34,22 @@ const UNIQUE_COLUMNS: &[&str] = &["trace_id", "span_id", "parent_span_id"];
 const TEXT_COLUMNS: &[&str] = &["body"];
 
 /// The Parquet leaf columns (`<map>.entries.key`, `<map>.entries.value`) of every map column.
-fn map_leaves(schema: &SchemaRef) -> impl Iterator<Item = ColumnPath> + '_ {
-    schema
-        .fields()
-        .iter()
-        .filter_map(|f| match f.data_type() {
-            DataType::Map(entries, _) => Some((f.name(), entries)),
-            _ => None,
-        })
-        .flat_map(|(map, entries)| {
-            let struct_fields = match entries.data_type() {
-                DataType::Struct(fields) => fields.iter().map(|leaf| leaf.name().clone()).collect(),
-                _ => Vec::new(),
-            };
-            struct_fields
-                .into_iter()
-                .map(move |leaf| ColumnPath::new(vec![map.clone(), entries.name().clone(), leaf]))
-        })
+fn map_leaves(schema: &SchemaRef) -> Vec<ColumnPath> {
+    let mut leaves = Vec::new();
+    for field in schema.fields() {
+        if let DataType::Map(entries, _) = field.data_type()
+            && let DataType::Struct(key_value) = entries.data_type()
+        {
+            for leaf in key_value {
+                leaves.push(ColumnPath::new(vec![
+                    field.name().clone(),
+                    entries.name().clone(),
+                    leaf.name().clone(),
+                ]));
+            }
+        }
+    }
+    leaves
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +108,8 @@ pub struct ParquetOptions {
 }
 
 impl ParquetOptions {
-    fn writer_properties(&self, signal: Signal) -> Result<WriterProperties, ParquetError> {
+    /// The writer settings compaction uses for `signal`'s files.
+    pub fn writer_properties(&self, signal: Signal) -> Result<WriterProperties, ParquetError> {
         let mut builder = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(self.zstd_level)?))
             .set_max_row_group_row_count(Some(self.row_group_rows.max(1)));
@@ -672,10 +672,12 @@ mod tests {
     }
 
     /// Maps and free text are written without statistics, free text without a dictionary;
-    /// the short, repeating columns keep both.
+    /// maps keep their dictionaries, and the short, repeating columns keep both.
     #[test]
     fn maps_and_text_skip_statistics_and_text_the_dictionary() {
-        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+        use opentelemetry_proto::tonic::common::v1::{
+            AnyValue, InstrumentationScope, KeyValue, any_value::Value,
+        };
         use opentelemetry_proto::tonic::resource::v1::Resource;
         let text = |s: &str| {
             Some(AnyValue {
@@ -695,6 +697,11 @@ mod tests {
                     ..Default::default()
                 }),
                 scope_logs: vec![ScopeLogs {
+                    scope: Some(InstrumentationScope {
+                        name: "checkout.orders".into(),
+                        attributes: vec![kv("library.language", "rust")],
+                        ..Default::default()
+                    }),
                     log_records: (0..3)
                         .map(|i| LogRecord {
                             time_unix_nano: h5 + i,
@@ -739,9 +746,7 @@ mod tests {
         ] {
             let c = chunk(leaf);
             assert!(c.statistics().is_none(), "{leaf}");
-            if leaf != "scope_attributes.entries.value" {
-                assert!(c.dictionary_page_offset().is_some(), "{leaf}");
-            }
+            assert!(c.dictionary_page_offset().is_some(), "{leaf}");
         }
         for dictionary in ["service", "severity_text"] {
             let c = chunk(dictionary);
