@@ -10,25 +10,48 @@ use rsigma_eval::EventValue;
 use rsigma_eval::matcher::ascii_lowercase_cow;
 
 use super::gates::RegexGates;
+use super::needles::{NeedleGate, NeedleGates};
 use crate::fields::{BatchEvents, Bound, FieldRef};
 use crate::view::{BatchView, MapColumn};
 
 /// Strings, one per row (or per map entry), with their lowercased form made on first use.
-pub(crate) struct Text {
+pub(crate) struct Text<'g> {
     values: StringArray,
     lowered: OnceCell<StringArray>,
     numbers: OnceCell<Vec<Option<f64>>>,
     /// Per regex gate, the raw and the lowercased values holding one of its literals.
     gate_hits: [OnceCell<Vec<BooleanBuffer>>; 2],
+    /// The needles of the substring tests on these values, and the values holding one.
+    needles: Option<&'g NeedleGate>,
+    needle_hits: OnceCell<BooleanBuffer>,
 }
 
-impl Text {
-    pub(crate) fn new(values: StringArray) -> Self {
+impl<'g> Text<'g> {
+    /// `needles`: the gate of the tests asked about these values.
+    pub(crate) fn new(values: StringArray, needles: Option<&'g NeedleGate>) -> Self {
         Self {
             values,
             lowered: OnceCell::new(),
             numbers: OnceCell::new(),
             gate_hits: [OnceCell::new(), OnceCell::new()],
+            needles,
+            needle_hits: OnceCell::new(),
+        }
+    }
+
+    /// The positions of `rows` where a substring-shaped test with `needles` may match: the
+    /// values holding one of them when the needle gate covers them all, else `rows` itself.
+    pub(crate) fn narrowed<'n>(
+        &self,
+        needles: impl IntoIterator<Item = &'n str>,
+        rows: &BooleanBuffer,
+    ) -> BooleanBuffer {
+        match self.needles {
+            Some(gate) if gate.covers(needles) => {
+                let hits = self.needle_hits.get_or_init(|| gate.scan(self.lowered()));
+                hits & rows
+            }
+            _ => rows.clone(),
         }
     }
 
@@ -56,12 +79,20 @@ impl Text {
         self.lowered.get_or_init(|| lowercase(&self.values))
     }
 
-    /// The values parsed as numbers, as rsigma's numeric matchers parse a string.
+    /// The values parsed as numbers, as rsigma's numeric matchers parse a string
+    /// (`str::parse::<f64>`). Integers, the common case (status codes, sizes), take the
+    /// cheaper integer parse: both round the same exact value to the nearest `f64`. Zero is
+    /// left to the float parse, which keeps the sign of `-0`.
     pub(crate) fn numbers(&self) -> &[Option<f64>] {
         self.numbers.get_or_init(|| {
             self.values
                 .iter()
-                .map(|v| v.and_then(|s| s.parse::<f64>().ok()))
+                .map(|v| {
+                    v.and_then(|s| match s.parse::<i64>() {
+                        Ok(int) if int != 0 => Some(int as f64),
+                        _ => s.parse::<f64>().ok(),
+                    })
+                })
                 .collect()
         })
     }
@@ -99,7 +130,7 @@ pub(crate) enum FieldColumn<'a> {
     /// Strings: `present` marks rows where the field exists (its value may still be null, for a
     /// null cell of a text column); `None` when every row has it.
     Text {
-        text: Box<Text>,
+        text: Box<Text<'a>>,
         present: Option<BooleanBuffer>,
     },
     /// An integer column (or the event time): rules see numbers.
@@ -273,31 +304,58 @@ pub(crate) struct BatchColumns<'e, 'a> {
     columns: Vec<OnceCell<FieldColumn<'e>>>,
     attributes: IndexedMap<'e, 'a>,
     resource: IndexedMap<'e, 'a>,
-    keywords: OnceCell<Keywords<'e, 'a>>,
+    keywords: OnceCell<Keywords<'e>>,
     gates: &'e RegexGates,
+    needles: &'e NeedleGates,
 }
 
 /// What keyword selections search: the keyword columns, and every attribute value.
-pub(crate) struct Keywords<'e, 'a> {
-    pub(crate) columns: Vec<Text>,
-    pub(crate) attribute_values: Text,
-    pub(crate) attributes: &'e MapColumn<'a>,
+pub(crate) struct Keywords<'e> {
+    pub(crate) columns: Vec<Text<'e>>,
+    pub(crate) attribute_values: Text<'e>,
+    /// The row of each attribute entry; [`NO_ROW`] for entries outside every row.
+    entry_rows: Vec<u32>,
 }
 
-impl Keywords<'_, '_> {
-    /// The attribute entries, holding a value, of the rows in `rows`.
-    pub(crate) fn entries_of(&self, rows: &BooleanBuffer) -> BooleanBuffer {
-        let values = self.attribute_values.raw();
-        let mut entries = BooleanBufferBuilder::new(values.len());
-        entries.append_n(values.len(), false);
-        for row in rows.set_indices() {
-            for entry in self.attributes.range(row) {
-                if values.is_valid(entry) {
-                    entries.set_bit(entry, true);
+/// An attribute entry no row of the batch holds.
+const NO_ROW: u32 = u32::MAX;
+
+impl<'e> Keywords<'e> {
+    fn new(
+        columns: Vec<Text<'e>>,
+        attribute_values: Text<'e>,
+        attributes: &MapColumn<'_>,
+        rows: usize,
+    ) -> Self {
+        let mut entry_rows = vec![NO_ROW; attribute_values.raw().len()];
+        for row in 0..rows {
+            let row_id = u32::try_from(row).unwrap_or(NO_ROW);
+            for entry in attributes.range(row) {
+                if let Some(slot) = entry_rows.get_mut(entry) {
+                    *slot = row_id;
                 }
             }
         }
-        entries.finish()
+        Self {
+            columns,
+            attribute_values,
+            entry_rows,
+        }
+    }
+
+    fn row_of(&self, entry: usize) -> Option<usize> {
+        match self.entry_rows.get(entry) {
+            Some(&row) if row != NO_ROW => Some(row as usize),
+            _ => None,
+        }
+    }
+
+    /// The attribute entries, holding a value, of the rows in `rows`.
+    pub(crate) fn entries_of(&self, rows: &BooleanBuffer) -> BooleanBuffer {
+        let in_rows = BooleanBuffer::collect_bool(self.entry_rows.len(), |entry| {
+            self.row_of(entry).is_some_and(|row| rows.value(row))
+        });
+        &in_rows & &self.attribute_values.valid()
     }
 
     /// The rows of `rows` with at least one entry in `entries`.
@@ -306,9 +364,16 @@ impl Keywords<'_, '_> {
         entries: &BooleanBuffer,
         rows: &BooleanBuffer,
     ) -> BooleanBuffer {
-        BooleanBuffer::collect_bool(rows.len(), |row| {
-            rows.value(row) && self.attributes.range(row).any(|entry| entries.value(entry))
-        })
+        let mut out = BooleanBufferBuilder::new(rows.len());
+        out.append_n(rows.len(), false);
+        for entry in entries.set_indices() {
+            if let Some(row) = self.row_of(entry)
+                && rows.value(row)
+            {
+                out.set_bit(row, true);
+            }
+        }
+        out.finish()
     }
 }
 
@@ -327,6 +392,7 @@ impl<'e, 'a> BatchColumns<'e, 'a> {
         attribute_keys: &'e KeySet,
         resource_keys: &'e KeySet,
         gates: &'e RegexGates,
+        needles: &'e NeedleGates,
     ) -> Self {
         let view = events.view();
         Self {
@@ -337,6 +403,7 @@ impl<'e, 'a> BatchColumns<'e, 'a> {
             resource: IndexedMap::new(view.resources(), resource_keys, view.len()),
             keywords: OnceCell::new(),
             gates,
+            needles,
         }
     }
 
@@ -357,26 +424,26 @@ impl<'e, 'a> BatchColumns<'e, 'a> {
     pub(crate) fn field(&self, id: usize) -> Option<&FieldColumn<'e>> {
         let name = self.names.get(id)?;
         let cell = self.columns.get(id)?;
-        Some(cell.get_or_init(|| self.resolve(name)))
+        Some(cell.get_or_init(|| self.resolve(name, self.needles.field(id))))
     }
 
-    pub(crate) fn keywords(&self) -> &Keywords<'e, 'a> {
+    pub(crate) fn keywords(&self) -> &Keywords<'e> {
         self.keywords.get_or_init(|| {
             let view = self.events.view();
-            Keywords {
-                columns: self
-                    .events
+            Keywords::new(
+                self.events
                     .keyword_columns()
                     .iter()
-                    .map(|c| Text::new((*c).clone()))
+                    .map(|c| Text::new((*c).clone(), self.needles.keywords()))
                     .collect(),
-                attribute_values: Text::new(view.attributes().values().clone()),
-                attributes: view.attributes(),
-            }
+                Text::new(view.attributes().values().clone(), self.needles.keywords()),
+                view.attributes(),
+                view.len(),
+            )
         })
     }
 
-    fn resolve(&self, name: &str) -> FieldColumn<'e> {
+    fn resolve(&self, name: &str, needles: Option<&'e NeedleGate>) -> FieldColumn<'e> {
         let view = self.events.view();
         let bound = self.events.refs(name);
         let mut sources = Vec::new();
@@ -408,13 +475,17 @@ impl<'e, 'a> BatchColumns<'e, 'a> {
                 FieldColumn::Mixed
             };
         }
-        self.text(&sources)
+        self.text(&sources, needles)
     }
 
-    fn text(&self, sources: &[Source<'_, '_, 'a>]) -> FieldColumn<'e> {
+    fn text(
+        &self,
+        sources: &[Source<'_, '_, 'a>],
+        needles: Option<&'e NeedleGate>,
+    ) -> FieldColumn<'e> {
         if let [Source::Str(column)] = sources {
             return FieldColumn::Text {
-                text: Box::new(Text::new((*column).clone())),
+                text: Box::new(Text::new((*column).clone(), needles)),
                 present: None,
             };
         }
@@ -424,7 +495,7 @@ impl<'e, 'a> BatchColumns<'e, 'a> {
             .all(|s| matches!(s, Source::Map(_, key) if key.absent()))
         {
             return FieldColumn::Text {
-                text: Box::new(Text::new(StringArray::new_null(rows))),
+                text: Box::new(Text::new(StringArray::new_null(rows), None)),
                 present: Some(BooleanBuffer::new_unset(rows)),
             };
         }
@@ -439,7 +510,7 @@ impl<'e, 'a> BatchColumns<'e, 'a> {
             present.append(value.is_some());
         }
         FieldColumn::Text {
-            text: Box::new(Text::new(values.finish())),
+            text: Box::new(Text::new(values.finish(), needles)),
             present: Some(present.finish()),
         }
     }
@@ -461,6 +532,66 @@ pub(crate) fn collect_keys(targets: &[FieldRef], attributes: &mut KeySet, resour
             FieldRef::Attribute(key) => attributes.insert(key),
             FieldRef::Resource(key) => resource.insert(key),
             FieldRef::Column(_) | FieldRef::Signal => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn numbers(values: &[&str]) -> Vec<Option<f64>> {
+        Text::new(StringArray::from(values.to_vec()), None)
+            .numbers()
+            .to_vec()
+    }
+
+    fn as_f64(values: &[&str]) -> Vec<Option<f64>> {
+        values.iter().map(|s| s.parse::<f64>().ok()).collect()
+    }
+
+    #[test]
+    fn numbers_parse_as_f64_parses() {
+        let values = [
+            "200",
+            "-0",
+            "+5",
+            "007",
+            "9007199254740993",
+            "-9223372036854775808",
+            "99999999999999999999",
+            "1e3",
+            "2.5",
+            "0x10",
+            " 5",
+            "",
+            "NaN",
+            "inf",
+        ];
+        let got = numbers(&values);
+        let want = as_f64(&values);
+        for ((value, got), want) in values.iter().zip(&got).zip(&want) {
+            assert_eq!(
+                got.map(f64::to_bits),
+                want.map(f64::to_bits),
+                "{value:?}: {got:?} vs {want:?}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_integer_parses_as_f64_parses(int in any::<i64>(), sign in "[+]?", zeros in "0{0,3}") {
+            let text = if int < 0 {
+                format!("-{zeros}{}", int.unsigned_abs())
+            } else {
+                format!("{sign}{zeros}{int}")
+            };
+            let got = numbers(&[&text]);
+            let want = as_f64(&[&text]);
+            prop_assert_eq!(got[0].map(f64::to_bits), want[0].map(f64::to_bits));
         }
     }
 }

@@ -166,9 +166,12 @@ fn values(
         CompiledMatcher::AhoCorasickSet {
             automaton,
             case_insensitive,
-            ..
+            needles,
         } => match folded(*case_insensitive, mode) {
-            Some(fold) => automaton_matches(automaton, haystack(text, fold), rows),
+            Some(fold) => {
+                let rows = text.narrowed(needles.iter().map(String::as_str), rows);
+                automaton_matches(automaton, haystack(text, fold), &rows)
+            }
             None => BooleanBuffer::new_unset(rows.len()),
         },
         CompiledMatcher::NumericEq(n) if value => {
@@ -313,7 +316,7 @@ fn folded(case_insensitive: bool, mode: Mode<'_, '_>) -> Option<bool> {
     }
 }
 
-fn haystack(text: &Text, lowered: bool) -> &StringArray {
+fn haystack<'t>(text: &'t Text<'_>, lowered: bool) -> &'t StringArray {
     if lowered { text.lowered() } else { text.raw() }
 }
 
@@ -361,6 +364,10 @@ fn kernel(
     let Some(fold) = folded(case_insensitive, mode) else {
         return BooleanBuffer::new_unset(rows.len());
     };
+    let rows = &text.narrowed([needle], rows);
+    if !rows.has_true() {
+        return rows.clone();
+    }
     let haystack = haystack(text, fold);
     if rows.count_set_bits() * SPARSE >= rows.len() {
         let needle = Scalar::new(StringArray::from_iter_values([needle]));

@@ -13,19 +13,21 @@
 mod columns;
 mod gates;
 mod matchers;
+mod needles;
 mod plan;
 
 use std::collections::HashMap;
 
 use arrow::buffer::BooleanBuffer;
-use rsigma_eval::CompiledRule;
+use rsigma_eval::{CompiledMatcher, CompiledRule};
 use rsigma_parser::LogSource;
 
 use crate::fields::{BatchEvents, FieldMap, PRODUCT};
 use crate::view::BatchView;
 use columns::{BatchColumns, KeySet};
 use gates::RegexGates;
-use plan::Plan;
+use needles::NeedleGates;
+use plan::{Plan, Searched};
 
 /// Every rule of an rsigma engine, compiled to row masks.
 pub(crate) struct Prefilter {
@@ -35,6 +37,7 @@ pub(crate) struct Prefilter {
     attribute_keys: KeySet,
     resource_keys: KeySet,
     gates: RegexGates,
+    needles: NeedleGates,
 }
 
 struct RulePlan {
@@ -61,11 +64,23 @@ impl Prefilter {
             })
             .collect();
         let mut matchers = Vec::new();
+        let mut by_field: Vec<Vec<CompiledMatcher>> = vec![Vec::new(); names.len()];
+        let mut keywords = Vec::new();
         for plan in &plans {
-            plan.condition
-                .for_each_matcher(&mut |m| matchers.push(m.clone()));
+            plan.condition.for_each_test(&mut |searched, m| {
+                matchers.push(m.clone());
+                match searched {
+                    Searched::Field(id) => {
+                        if let Some(tests) = by_field.get_mut(id) {
+                            tests.push(m.clone());
+                        }
+                    }
+                    Searched::Keywords => keywords.push(m.clone()),
+                }
+            });
         }
         let gates = RegexGates::new(&matchers);
+        let needles = NeedleGates::new(&by_field, &keywords);
         let mut attribute_keys = KeySet::default();
         let mut resource_keys = KeySet::default();
         for name in &names {
@@ -81,6 +96,7 @@ impl Prefilter {
             attribute_keys,
             resource_keys,
             gates,
+            needles,
         }
     }
 
@@ -99,6 +115,7 @@ impl Prefilter {
             &self.attribute_keys,
             &self.resource_keys,
             &self.gates,
+            &self.needles,
         );
         let mut any = BooleanBuffer::new_unset(view.len());
         let mut rules = Vec::new();

@@ -11,6 +11,15 @@ use rsigma_parser::{ConditionExpr, Quantifier};
 use super::columns::BatchColumns;
 use super::matchers;
 
+/// What a matcher of a plan is tested on.
+#[derive(Clone, Copy)]
+pub(super) enum Searched {
+    /// The column of the field with this id.
+    Field(usize),
+    /// The keyword columns and every attribute value (a keyword selection).
+    Keywords,
+}
+
 /// Rows a rule may match, as a tree of row masks.
 pub(super) enum Plan {
     /// Every row asked about.
@@ -92,17 +101,23 @@ impl Plan {
         }
     }
 
-    /// Calls `f` with every matcher the plan tests.
-    pub(super) fn for_each_matcher(&self, f: &mut impl FnMut(&CompiledMatcher)) {
+    /// Calls `f` with every matcher the plan tests, and what it is tested on.
+    pub(super) fn for_each_test(&self, f: &mut impl FnMut(Searched, &CompiledMatcher)) {
         match self {
             Plan::True | Plan::False => {}
             Plan::And(children) | Plan::Or(children) => {
                 for child in children {
-                    child.for_each_matcher(f);
+                    child.for_each_test(f);
                 }
             }
-            Plan::Item { item, .. } => f(&item.matcher),
-            Plan::Keywords(matcher) => f(matcher),
+            // An `exists` item tests presence, not its matcher.
+            Plan::Item { item, .. } if item.exists.is_some() => {}
+            Plan::Item {
+                field: Some(id),
+                item,
+            } => f(Searched::Field(*id), &item.matcher),
+            Plan::Item { field: None, item } => f(Searched::Keywords, &item.matcher),
+            Plan::Keywords(matcher) => f(Searched::Keywords, matcher),
         }
     }
 
