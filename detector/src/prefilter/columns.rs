@@ -189,47 +189,54 @@ impl KeySet {
     }
 }
 
-/// For every key of a [`KeySet`] and every row, the row's first entry with that key: what
-/// `MapColumn::get` finds.
+/// For every key of a [`KeySet`] some row has, and every row, the row's first entry with that
+/// key: what `MapColumn::get` finds. Rules declare many keys a batch never holds; only the
+/// keys present get a column of positions.
 struct KeyPositions {
     rows: usize,
-    /// `first[slot * rows + row]` is the entry index plus one; zero when the row lacks the key.
+    /// Per slot, the start in `first` of its positions; `None` when no row has the key.
+    start: Vec<Option<usize>>,
+    /// Per present key, `rows` positions: the entry index plus one, zero when the row lacks
+    /// the key.
     first: Vec<u32>,
-    /// Whether any row has the key of each slot.
-    seen: Vec<bool>,
 }
 
 impl KeyPositions {
     fn new(map: &MapColumn<'_>, keys: &KeySet, rows: usize) -> Self {
-        let mut first = vec![0u32; keys.count * rows];
-        let mut seen = vec![false; keys.count];
+        let mut start = vec![None; keys.count];
+        let mut first = Vec::new();
         let names = map.keys();
         for row in 0..rows {
             for entry in map.range(row) {
                 let Some(slot) = keys.slot(names.value(entry)) else {
                     continue;
                 };
+                let Some(block) = start.get_mut(slot) else {
+                    continue;
+                };
+                let base = *block.get_or_insert_with(|| {
+                    first.resize(first.len() + rows, 0);
+                    first.len() - rows
+                });
                 let position = u32::try_from(entry + 1).unwrap_or(u32::MAX);
-                if let Some(cell) = first.get_mut(slot * rows + row)
+                if let Some(cell) = first.get_mut(base + row)
                     && *cell == 0
                 {
                     *cell = position;
                 }
-                if let Some(flag) = seen.get_mut(slot) {
-                    *flag = true;
-                }
             }
         }
-        Self { rows, first, seen }
+        Self { rows, start, first }
     }
 
     fn seen(&self, slot: usize) -> bool {
-        self.seen.get(slot).copied().unwrap_or(false)
+        matches!(self.start.get(slot), Some(Some(_)))
     }
 
     fn entry(&self, slot: usize, row: usize) -> Option<usize> {
-        match self.first.get(slot * self.rows + row) {
-            Some(&position) if position > 0 => Some(position as usize - 1),
+        let base = (*self.start.get(slot)?)?;
+        match self.first.get(base + row) {
+            Some(&position) if position > 0 && row < self.rows => Some(position as usize - 1),
             _ => None,
         }
     }
