@@ -230,6 +230,28 @@ mod tests {
     }
 
     #[test]
+    fn more_needles_than_the_simd_searcher_takes_go_through_an_automaton() {
+        let many: Vec<String> = (0..200).map(|i| format!("needle-{i:03}")).collect();
+        let mut needles: Vec<&str> = many.iter().map(String::as_str).collect();
+        needles.extend(["abcd", "ab"]);
+        let g = gate(&needles);
+        assert!(matches!(g.search, Search::Automaton(_)));
+        assert!(matches!(gate(&["abcd", "ab"]).search, Search::Packed(_)));
+        assert_eq!(
+            hits(
+                &g,
+                &[
+                    Some("xab"),
+                    Some("cd"),
+                    Some("a needle-199!"),
+                    Some("needle-2")
+                ]
+            ),
+            [true, false, true, false]
+        );
+    }
+
+    #[test]
     fn empty_null_and_last_values() {
         let g = gate(&["needle", "pin"]);
         assert_eq!(
