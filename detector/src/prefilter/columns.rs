@@ -322,6 +322,8 @@ pub(crate) struct Keywords<'e> {
     pub(crate) attribute_values: Text<'e>,
     /// The row of each attribute entry; [`NO_ROW`] for entries outside every row.
     entry_rows: Vec<u32>,
+    /// The entries holding a value, of any row.
+    every_row: OnceCell<BooleanBuffer>,
 }
 
 /// An attribute entry no row of the batch holds.
@@ -347,6 +349,7 @@ impl<'e> Keywords<'e> {
             columns,
             attribute_values,
             entry_rows,
+            every_row: OnceCell::new(),
         }
     }
 
@@ -359,10 +362,18 @@ impl<'e> Keywords<'e> {
 
     /// The attribute entries, holding a value, of the rows in `rows`.
     pub(crate) fn entries_of(&self, rows: &BooleanBuffer) -> BooleanBuffer {
-        let in_rows = BooleanBuffer::collect_bool(self.entry_rows.len(), |entry| {
-            self.row_of(entry).is_some_and(|row| rows.value(row))
-        });
-        &in_rows & &self.attribute_values.valid()
+        let of = |rows: &BooleanBuffer| {
+            let in_rows = BooleanBuffer::collect_bool(self.entry_rows.len(), |entry| {
+                self.row_of(entry).is_some_and(|row| rows.value(row))
+            });
+            &in_rows & &self.attribute_values.valid()
+        };
+        // Most keyword selections are asked about every row.
+        if rows.count_set_bits() == rows.len() {
+            self.every_row.get_or_init(|| of(rows)).clone()
+        } else {
+            of(rows)
+        }
     }
 
     /// The rows of `rows` with at least one entry in `entries`.
