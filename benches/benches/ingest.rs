@@ -6,12 +6,13 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use prost::Message;
 use vigil_benches::corpus::{CorpusConfig, logs_requests, trace_requests};
 use vigil_collector::config::StorageConfig;
 use vigil_collector::storage::parquet::{ParquetOptions, write_segment};
 use vigil_collector::storage::wal::{SegmentWriter, encode_payload};
 use vigil_core::Signal;
-use vigil_core::decode::{decode_logs, decode_traces};
+use vigil_core::decode::{decode_logs, decode_logs_protobuf, decode_traces};
 
 fn now_ns() -> u64 {
     SystemTime::now()
@@ -37,6 +38,14 @@ fn decode(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % logs.len();
             decode_logs(&logs[i], 1).unwrap()
+        })
+    });
+    // What the receivers do with an OTLP/HTTP or gRPC body: protobuf bytes to an Arrow batch.
+    let log_bodies: Vec<Vec<u8>> = logs.iter().map(Message::encode_to_vec).collect();
+    g.bench_function("logs_512_from_protobuf", |b| {
+        b.iter(|| {
+            i = (i + 1) % log_bodies.len();
+            decode_logs_protobuf(&log_bodies[i], 1).unwrap()
         })
     });
     g.bench_function("spans_512", |b| {

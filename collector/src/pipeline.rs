@@ -4,11 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use vigil_core::decode::{DecodeError, Decoded, decode_logs, decode_traces};
-use vigil_core::time::now_ns;
+use vigil_core::decode::Decoded;
 use vigil_core::{RedactedBatch, Redactor, Signal};
 
 use crate::auth::{Binding, BindingOutcome};
@@ -159,32 +156,6 @@ impl IngestHandle {
             .inc();
     }
 
-    /// Decodes, redacts and durably stores a logs export. Returns once the records are in the WAL.
-    pub async fn export_logs(
-        &self,
-        admission: Admission,
-        request: ExportLogsServiceRequest,
-        transport: Transport,
-    ) -> Result<ExportOutcome, IngestError> {
-        self.export(admission, Signal::Logs, transport, move |now| {
-            decode_logs(&request, now)
-        })
-        .await
-    }
-
-    /// Same as [`Self::export_logs`] for traces.
-    pub async fn export_traces(
-        &self,
-        admission: Admission,
-        request: ExportTraceServiceRequest,
-        transport: Transport,
-    ) -> Result<ExportOutcome, IngestError> {
-        self.export(admission, Signal::Spans, transport, move |now| {
-            decode_traces(&request, now)
-        })
-        .await
-    }
-
     /// Appends the `redactions` rows of a stored batch without holding up its acknowledgement:
     /// they are a record of what was redacted, not data a client would retry.
     fn store_redactions(&self, batch: RedactedBatch) {
@@ -202,13 +173,16 @@ impl IngestHandle {
         self.inner.appender.is_ready()
     }
 
-    async fn export(
+    /// Checks the service binding of, redacts and durably stores an export decoded at
+    /// `received_at` (ns). Returns once the records are in the WAL.
+    pub async fn export(
         &self,
         admission: Admission,
-        signal: Signal,
+        decoded: Decoded,
+        received_at: i64,
         transport: Transport,
-        decode: impl FnOnce(i64) -> Result<Decoded, DecodeError> + Send + 'static,
     ) -> Result<ExportOutcome, IngestError> {
+        let signal = decoded.batch.signal();
         let inner = &self.inner;
         let metrics = &inner.metrics;
         let refuse = |reason: RejectReason, err: IngestError| {
@@ -218,17 +192,12 @@ impl IngestHandle {
                 .inc();
             err
         };
-        // Decoding and redaction are CPU work on whole batches: keep them off the runtime.
+        // Redaction is CPU work on whole batches: keep it off the runtime.
         let redactor = inner.redactor.clone();
-        let received_at = now_ns();
         let binding = admission.binding.clone();
         let bind_metrics = metrics.clone();
         let (limits, caller) = (Arc::clone(&inner.limits), admission.caller.clone());
         let (batch, redactions, rejected, error_message) = tokio::task::spawn_blocking(move || {
-            let decoded = decode(received_at).map_err(|e| {
-                tracing::error!(error = %e, signal = %signal, "cannot convert export to arrow");
-                IngestError::internal()
-            })?;
             let (mut rejected, mut error_message) = (decoded.rejected, decoded.error_message);
             let batch = match &binding {
                 Some(binding) => {
@@ -262,7 +231,7 @@ impl IngestHandle {
         })
         .await
         .map_err(|e| {
-            tracing::error!(error = %e, "decode task failed");
+            tracing::error!(error = %e, "redaction task failed");
             IngestError::internal()
         })?
         .inspect_err(|e| {

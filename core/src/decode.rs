@@ -1,6 +1,11 @@
 //! OTLP export requests to Arrow batches, done once at ingest: every OTLP field lands in a
 //! column of the `logs` or `spans` schema, and records that cannot are refused one by one.
 //!
+//! Logs are read from the protobuf wire format in place ([`decode_logs_protobuf`]): keys,
+//! values and bodies are copied once, from the request body into the Arrow builders. A request
+//! that is already a prost struct (OTLP/JSON, tests) takes the same path through its protobuf
+//! encoding, so there is one decoder for both. Spans still go through prost's structs.
+//!
 //! Decoding never fails on what a client sent: a malformed record is counted in
 //! [`Decoded::rejected`] (OTLP partial success) and the rest of the request is kept. A
 //! [`DecodeError`] means Vigil itself failed to build the batch.
@@ -16,12 +21,14 @@ mod spans;
 #[cfg(test)]
 pub(crate) mod test_support;
 mod value;
+mod wire;
 
 use arrow::array::ArrayRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
 
 use crate::batch::{Batch, SchemaMismatch, Signal};
 
@@ -56,6 +63,36 @@ pub enum DecodeError {
         #[source]
         source: SchemaMismatch,
     },
+    #[error("cannot read a {signal} request back from its own protobuf encoding")]
+    Reencoded {
+        signal: Signal,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Why a protobuf export body gave no batch.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtobufError {
+    /// Not a valid encoding of the request message. prost's message names the message, field
+    /// and wire problem; it never contains payload bytes.
+    #[error(transparent)]
+    Undecodable(prost::DecodeError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+/// A wire-format decoder's failure: the body is left to prost, or the batch could not be built.
+#[derive(Debug)]
+enum WireDecodeError {
+    Wire(wire::WireError),
+    Build(DecodeError),
+}
+
+impl From<wire::WireError> for WireDecodeError {
+    fn from(e: wire::WireError) -> Self {
+        WireDecodeError::Wire(e)
+    }
 }
 
 /// Decodes a logs export request into a `logs` batch. Records with a zero `observed_time`
@@ -65,6 +102,28 @@ pub fn decode_logs(
     received_at_ns: i64,
 ) -> Result<Decoded, DecodeError> {
     logs::decode(request, received_at_ns, MAX_BATCH_BYTES)
+}
+
+/// Decodes a protobuf `ExportLogsServiceRequest` body (OTLP/HTTP or gRPC) into a `logs`
+/// batch, reading the records in place rather than through prost's structs. Bodies this fast
+/// path does not take (non-canonical encodings, or invalid ones, whose error prost reports) go
+/// through prost; the batch is the same either way.
+pub fn decode_logs_protobuf(body: &[u8], received_at_ns: i64) -> Result<Decoded, ProtobufError> {
+    match logs::decode_protobuf(body, received_at_ns, MAX_BATCH_BYTES) {
+        Ok(decoded) => Ok(decoded),
+        Err(WireDecodeError::Build(e)) => Err(e.into()),
+        Err(WireDecodeError::Wire(_)) => {
+            let request =
+                ExportLogsServiceRequest::decode(body).map_err(ProtobufError::Undecodable)?;
+            Ok(decode_logs(&request, received_at_ns)?)
+        }
+    }
+}
+
+/// Decodes a protobuf `ExportTraceServiceRequest` body into a `spans` batch.
+pub fn decode_traces_protobuf(body: &[u8], received_at_ns: i64) -> Result<Decoded, ProtobufError> {
+    let request = ExportTraceServiceRequest::decode(body).map_err(ProtobufError::Undecodable)?;
+    Ok(decode_traces(&request, received_at_ns)?)
 }
 
 /// Decodes a trace export request into a `spans` batch. `received_at_ns` is unused (spans
@@ -189,7 +248,7 @@ fn finish(
 
 #[cfg(test)]
 mod tests {
-    use super::test_support::{map_col, map_entries as map_row, str_col};
+    use super::test_support::{kv, map_col, map_entries as map_row, str_col};
     use super::*;
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::TimestampNanosecondType;
@@ -848,12 +907,140 @@ mod tests {
         }
 
         #[test]
+        fn canonical_protobuf_bodies_are_read_in_place(request in logs_request()) {
+            let body = request.encode_to_vec();
+            prop_assert!(logs::decode_protobuf(&body, RECEIVED, MAX_BATCH_BYTES).is_ok());
+        }
+
+        /// Whatever a protobuf body holds, reading it in place gives what prost's structs give,
+        /// and it is refused exactly when prost refuses it.
+        #[test]
+        fn protobuf_bodies_decode_as_through_prost(
+            request in logs_request(),
+            edits in proptest::collection::vec((any::<u16>(), any::<u8>(), 0u8..4), 0..4),
+        ) {
+            let mut body = request.encode_to_vec();
+            for (at, byte, edit) in edits {
+                let at = usize::from(at) % (body.len() + 1);
+                match edit {
+                    0 => body.insert(at, byte),
+                    1 if at < body.len() => body[at] = byte,
+                    2 => body.truncate(at),
+                    _ if at < body.len() => { body.remove(at); }
+                    _ => {}
+                }
+            }
+            check_as_through_prost(&body)?;
+        }
+
+        #[test]
         fn any_value_string_form_of_containers_is_json(value in any_value()) {
             if let Some(Value::ArrayValue(_) | Value::KvlistValue(_)) = &value.value {
                 let text = any_value_to_string(&value).unwrap();
                 prop_assert!(serde_json::from_str::<serde_json::Value>(&text).is_ok(), "{}", text);
             }
         }
+    }
+
+    /// `body` decodes in place to the batch prost's structs give, or is refused as prost
+    /// refuses it.
+    fn check_as_through_prost(body: &[u8]) -> Result<(), TestCaseError> {
+        let in_place = decode_logs_protobuf(body, RECEIVED);
+        match ExportLogsServiceRequest::decode(body) {
+            Ok(request) => {
+                let expected = decode_logs(&request, RECEIVED).unwrap();
+                let got = in_place.unwrap();
+                prop_assert_eq!(got.batch.records(), expected.batch.records());
+                prop_assert_eq!(got.rejected, expected.rejected);
+                prop_assert_eq!(got.error_message, expected.error_message);
+            }
+            Err(_) => prop_assert!(
+                matches!(in_place, Err(ProtobufError::Undecodable(_))),
+                "{:?}",
+                in_place
+            ),
+        }
+        Ok(())
+    }
+
+    /// A length-delimited field.
+    fn field(number: u8, contents: &[u8]) -> Vec<u8> {
+        assert!(
+            number < 16 && contents.len() < 128,
+            "one-byte tag and length"
+        );
+        let mut out = vec![number << 3 | 2, u8::try_from(contents.len()).unwrap()];
+        out.extend_from_slice(contents);
+        out
+    }
+
+    #[test]
+    fn valid_protobuf_the_fast_path_leaves_to_prost_decodes_the_same() {
+        let attribute = |k: &str, v: &str| kv(k, Value::StringValue(v.into())).encode_to_vec();
+        let resource = |k: &str, v: &str| field(1, &attribute(k, v));
+        let record = LogRecord {
+            time_unix_nano: 5,
+            body: Some(AnyValue {
+                value: Some(Value::StringValue("first".into())),
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let scope_logs = field(2, &record);
+        // A resource in two parts, which protobuf merges.
+        let mut resource_logs = field(1, &resource("service.name", "api"));
+        resource_logs.extend(field(2, &scope_logs));
+        resource_logs.extend(field(1, &resource("host.name", "h1")));
+        let body = field(1, &resource_logs);
+        check_as_through_prost(&body).unwrap();
+        let d = decode_logs_protobuf(&body, RECEIVED).unwrap();
+        assert_eq!(str_col(&d, "service").value(0), "api");
+        assert_eq!(map_row(map_col(&d, "resource"), 0).len(), 2);
+
+        // A record whose body comes twice, fields out of order, a repeated scalar (the last
+        // wins), an unknown field and a group.
+        let mut record = field(
+            5,
+            &AnyValue {
+                value: Some(Value::StringValue("one".into())),
+            }
+            .encode_to_vec(),
+        );
+        record.extend([0x11, 1, 0, 0, 0, 0, 0, 0, 0]); // field 2 as fixed64: wrong wire type
+        let wrong_type = field(1, &field(1, &field(2, &field(2, &record))));
+        check_as_through_prost(&wrong_type).unwrap();
+        assert!(matches!(
+            decode_logs_protobuf(&wrong_type, RECEIVED),
+            Err(ProtobufError::Undecodable(_))
+        ));
+        let mut record = field(
+            5,
+            &AnyValue {
+                value: Some(Value::StringValue("one".into())),
+            }
+            .encode_to_vec(),
+        );
+        record.extend([0x10, 9, 0x10, 13]); // severity_number twice
+        record.extend([0xf8, 0x07, 1]); // unknown field 127
+        record.extend([0x9b, 0x07, 0x08, 1, 0x9c, 0x07]); // group 115 holding a varint
+        record.extend(field(
+            5,
+            &AnyValue {
+                value: Some(Value::IntValue(3)),
+            }
+            .encode_to_vec(),
+        ));
+        let odd = field(1, &field(2, &field(2, &record)));
+        check_as_through_prost(&odd).unwrap();
+        let d = decode_logs_protobuf(&odd, RECEIVED).unwrap();
+        assert_eq!(str_col(&d, "body").value(0), "3");
+        let severity = d.batch.records().column_by_name("severity_number").unwrap();
+        assert_eq!(
+            severity
+                .as_primitive::<arrow::datatypes::Int32Type>()
+                .value(0),
+            13
+        );
     }
 
     /// A typical SDK log record: 5 attributes, string body, trace context, under a resource

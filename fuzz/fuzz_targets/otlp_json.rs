@@ -12,10 +12,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if selector & 1 == 0 {
-        if let Ok(request) = logs_from_json(body) {
-            ingest::logs(&request);
+        if let Ok(decoded) = logs_from_json(body) {
+            ingest::redact(decoded);
         }
-    } else if let Ok(request) = traces_from_json(body) {
-        ingest::traces(&request);
+    } else if let Ok(decoded) = traces_from_json(body) {
+        ingest::redact(decoded);
     }
 });

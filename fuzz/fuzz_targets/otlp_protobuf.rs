@@ -1,6 +1,7 @@
 //! OTLP protobuf bodies (`application/x-protobuf` on `/v1/logs` and `/v1/traces`, and gRPC
 //! exports) through the receiver's decoder, Arrow decoding and redaction, as the ingest path
-//! runs them. The first byte picks the signal.
+//! runs them, and for logs the same batch as through prost's structs. The first byte picks the
+//! signal.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -12,10 +13,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if selector & 1 == 0 {
-        if let Ok(request) = logs_from_protobuf(body) {
-            ingest::logs(&request);
+        if let Ok(decoded) = logs_from_protobuf(body) {
+            ingest::same_as_through_prost(body);
+            ingest::redact(decoded);
         }
-    } else if let Ok(request) = traces_from_protobuf(body) {
-        ingest::traces(&request);
+    } else if let Ok(decoded) = traces_from_protobuf(body) {
+        ingest::redact(decoded);
     }
 });

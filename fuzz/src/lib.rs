@@ -4,8 +4,8 @@ pub mod ingest {
     use std::sync::LazyLock;
 
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use vigil_core::decode::{Decoded, decode_logs, decode_traces};
+    use prost::Message;
+    use vigil_core::decode::{Decoded, decode_logs, decode_logs_protobuf};
     use vigil_core::redact::RedactionConfig;
     use vigil_core::{HashKey, Redactor};
 
@@ -17,17 +17,19 @@ pub mod ingest {
         Redactor::new(&RedactionConfig::default(), key).expect("redactor")
     });
 
-    /// Decodes a logs export to Arrow and redacts it, as the pipeline does.
-    pub fn logs(request: &ExportLogsServiceRequest) {
-        redact(decode_logs(request, RECEIVED_AT_NS).expect("decoding never fails on input"));
+    /// The receivers decode logs bodies in place; through prost's structs the batch must be
+    /// the same. `body` is a protobuf body the receiver took.
+    pub fn same_as_through_prost(body: &[u8]) {
+        let in_place = decode_logs_protobuf(body, RECEIVED_AT_NS).expect("the receiver took it");
+        let request = ExportLogsServiceRequest::decode(body).expect("prost takes it too");
+        let through_prost = decode_logs(&request, RECEIVED_AT_NS).expect("decoding through prost");
+        assert_eq!(in_place.batch.records(), through_prost.batch.records());
+        assert_eq!(in_place.rejected, through_prost.rejected);
+        assert_eq!(in_place.error_message, through_prost.error_message);
     }
 
-    /// Decodes a trace export to Arrow and redacts it, as the pipeline does.
-    pub fn traces(request: &ExportTraceServiceRequest) {
-        redact(decode_traces(request, RECEIVED_AT_NS).expect("decoding never fails on input"));
-    }
-
-    fn redact(decoded: Decoded) {
+    /// Redacts a decoded export, as the pipeline does.
+    pub fn redact(decoded: Decoded) {
         if let Some(message) = &decoded.error_message {
             assert!(
                 decoded.rejected > 0,

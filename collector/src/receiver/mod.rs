@@ -10,8 +10,6 @@ mod http;
 #[cfg(test)]
 mod server_tests;
 
-use std::future::Future;
-
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -21,6 +19,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use vigil_core::decode::{
+    DecodeError, Decoded, ProtobufError, decode_logs, decode_logs_protobuf, decode_traces,
+    decode_traces_protobuf,
+};
+use vigil_core::time::now_ns;
 
 use crate::auth::{Auth, AuthError, Credentials, Scope};
 use crate::error::{ErrorKind, IngestError};
@@ -132,7 +135,8 @@ fn record_rejection(metrics: &Metrics, signal: &str, transport: Transport, err: 
 
 /// What differs between the logs and the traces export of both transports.
 pub(crate) trait Signal: Send + Sync + 'static {
-    type Request: prost::Message + Default + DeserializeOwned + Send + 'static;
+    /// The request as OTLP/JSON bodies are parsed into.
+    type Request: Default + DeserializeOwned + Send + 'static;
     type Response: prost::Message + Default + PartialEq + Serialize + Send + 'static;
     /// Value of the `signal` metrics label.
     const LABEL: &'static str;
@@ -141,18 +145,14 @@ pub(crate) trait Signal: Send + Sync + 'static {
     /// Fully qualified gRPC service name.
     const GRPC_SERVICE: &'static str;
 
-    /// True when the request holds no records at all.
-    fn is_empty(request: &Self::Request) -> bool;
-
     /// The table the records go to.
     const SIGNAL: vigil_core::Signal;
 
-    fn export(
-        ingest: &IngestHandle,
-        admission: Admission,
-        request: Self::Request,
-        transport: Transport,
-    ) -> impl Future<Output = Result<ExportOutcome, IngestError>> + Send;
+    /// A protobuf body, straight to Arrow.
+    fn decode_protobuf(body: &[u8], received_at_ns: i64) -> Result<Decoded, ProtobufError>;
+
+    /// A request parsed from JSON, to Arrow.
+    fn decode(request: &Self::Request, received_at_ns: i64) -> Result<Decoded, DecodeError>;
 
     fn response(outcome: ExportOutcome) -> Self::Response;
 }
@@ -171,23 +171,14 @@ impl Signal for Logs {
     const GRPC_SERVICE: &'static str =
         opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::SERVICE_NAME;
 
-    fn is_empty(request: &Self::Request) -> bool {
-        request
-            .resource_logs
-            .iter()
-            .flat_map(|r| &r.scope_logs)
-            .all(|s| s.log_records.is_empty())
-    }
-
     const SIGNAL: vigil_core::Signal = vigil_core::Signal::Logs;
 
-    fn export(
-        ingest: &IngestHandle,
-        admission: Admission,
-        request: Self::Request,
-        transport: Transport,
-    ) -> impl Future<Output = Result<ExportOutcome, IngestError>> + Send {
-        ingest.export_logs(admission, request, transport)
+    fn decode_protobuf(body: &[u8], received_at_ns: i64) -> Result<Decoded, ProtobufError> {
+        decode_logs_protobuf(body, received_at_ns)
+    }
+
+    fn decode(request: &Self::Request, received_at_ns: i64) -> Result<Decoded, DecodeError> {
+        decode_logs(request, received_at_ns)
     }
 
     fn response(outcome: ExportOutcome) -> Self::Response {
@@ -210,23 +201,14 @@ impl Signal for Traces {
     const GRPC_SERVICE: &'static str =
         opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::SERVICE_NAME;
 
-    fn is_empty(request: &Self::Request) -> bool {
-        request
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .all(|s| s.spans.is_empty())
-    }
-
     const SIGNAL: vigil_core::Signal = vigil_core::Signal::Spans;
 
-    fn export(
-        ingest: &IngestHandle,
-        admission: Admission,
-        request: Self::Request,
-        transport: Transport,
-    ) -> impl Future<Output = Result<ExportOutcome, IngestError>> + Send {
-        ingest.export_traces(admission, request, transport)
+    fn decode_protobuf(body: &[u8], received_at_ns: i64) -> Result<Decoded, ProtobufError> {
+        decode_traces_protobuf(body, received_at_ns)
+    }
+
+    fn decode(request: &Self::Request, received_at_ns: i64) -> Result<Decoded, DecodeError> {
+        decode_traces(request, received_at_ns)
     }
 
     fn response(outcome: ExportOutcome) -> Self::Response {
@@ -252,17 +234,52 @@ fn partial_success(outcome: ExportOutcome) -> Option<(i64, String)> {
     Some((i64::try_from(outcome.rejected).unwrap_or(i64::MAX), message))
 }
 
-/// Decodes a binary protobuf export request.
-fn decode_protobuf<S: Signal>(body: &[u8]) -> Result<S::Request, ReceiveError> {
-    // prost's errors name the message, field and wire problem; they never contain payload bytes.
-    <S::Request as prost::Message>::decode(body).map_err(|e| {
-        ReceiveError::Undecodable(format!("cannot decode protobuf {}: {e}", S::REQUEST_NAME))
+/// An export request decoded into Arrow, with the time it was decoded (the `observed_time` of
+/// records that have none).
+#[derive(Debug)]
+pub(crate) struct Received {
+    pub(crate) decoded: Decoded,
+    pub(crate) received_at_ns: i64,
+}
+
+/// Decodes a binary protobuf export request into Arrow.
+fn decode_protobuf<S: Signal>(body: &[u8]) -> Result<Received, ReceiveError> {
+    let received_at_ns = now_ns();
+    let decoded = S::decode_protobuf(body, received_at_ns).map_err(|e| match e {
+        // prost's errors name the message, field and wire problem; they never contain payload
+        // bytes.
+        ProtobufError::Undecodable(e) => {
+            ReceiveError::Undecodable(format!("cannot decode protobuf {}: {e}", S::REQUEST_NAME))
+        }
+        ProtobufError::Decode(e) => conversion_failed::<S>(&e),
+    })?;
+    Ok(Received {
+        decoded,
+        received_at_ns,
     })
 }
 
+/// Vigil could not build a batch from a request it parsed: its own failure, not the client's.
+fn conversion_failed<S: Signal>(e: &DecodeError) -> ReceiveError {
+    tracing::error!(error = %e, signal = S::LABEL, "cannot convert export to arrow");
+    ReceiveError::Ingest(IngestError::internal())
+}
+
 /// Decodes an OTLP/JSON export request (lowerCamelCase keys, hex ids, integer enums, 64-bit
-/// integers as numbers or strings; unknown fields ignored). An empty body is an empty request.
-fn decode_json<S: Signal>(body: &[u8]) -> Result<S::Request, ReceiveError> {
+/// integers as numbers or strings; unknown fields ignored) into Arrow. An empty body is an
+/// empty request.
+fn decode_json<S: Signal>(body: &[u8]) -> Result<Received, ReceiveError> {
+    let request = parse_json::<S>(body)?;
+    let received_at_ns = now_ns();
+    let decoded = S::decode(&request, received_at_ns).map_err(|e| conversion_failed::<S>(&e))?;
+    Ok(Received {
+        decoded,
+        received_at_ns,
+    })
+}
+
+/// Parses an OTLP/JSON export request.
+fn parse_json<S: Signal>(body: &[u8]) -> Result<S::Request, ReceiveError> {
     if body.is_empty() {
         return Ok(S::Request::default());
     }
@@ -308,13 +325,18 @@ where
 async fn export<S: Signal>(
     ingest: &IngestHandle,
     admission: Admission,
-    request: S::Request,
+    received: Received,
     transport: Transport,
 ) -> Result<S::Response, ReceiveError> {
-    if S::is_empty(&request) {
+    let Received {
+        decoded,
+        received_at_ns,
+    } = received;
+    if decoded.batch.num_rows() == 0 && decoded.rejected == 0 {
         return Ok(S::Response::default());
     }
-    let outcome = S::export(ingest, admission, request, transport)
+    let outcome = ingest
+        .export(admission, decoded, received_at_ns, transport)
         .await
         .map_err(ReceiveError::Ingest)?;
     Ok(S::response(outcome))
@@ -410,7 +432,7 @@ mod tests {
             }]
           }]
         }"#;
-        let request = decode_json::<Traces>(body).unwrap();
+        let request = parse_json::<Traces>(body).unwrap();
         let span = &request.resource_spans[0].scope_spans[0].spans[0];
         assert_eq!(
             span.trace_id,
@@ -451,13 +473,14 @@ mod tests {
             "attributes":[{"key":"user.id","value":{"intValue":"42"}}],
             "unknownLogField":{"a":1}
         }]}]}]}"#;
-        let request = decode_json::<Logs>(body).unwrap();
+        let request = parse_json::<Logs>(body).unwrap();
         let record = &request.resource_logs[0].scope_logs[0].log_records[0];
         assert_eq!(record.time_unix_nano, 1_544_712_660_300_000_000);
         assert_eq!(record.observed_time_unix_nano, 1_544_712_660_300_000_001);
         assert_eq!(record.severity_number, 10);
         assert_eq!(record.trace_id.len(), 16);
-        assert!(!Logs::is_empty(&request));
+        let received = decode_json::<Logs>(body).unwrap();
+        assert_eq!(received.decoded.batch.num_rows(), 1);
     }
 
     #[test]
@@ -478,12 +501,14 @@ mod tests {
 
     #[test]
     fn empty_bodies_are_empty_requests() {
-        assert!(Logs::is_empty(&decode_json::<Logs>(b"").unwrap()));
-        assert!(Logs::is_empty(&decode_protobuf::<Logs>(b"").unwrap()));
-        assert!(Traces::is_empty(&decode_json::<Traces>(b"{}").unwrap()));
+        let empty = |r: Received| r.decoded.batch.num_rows() == 0 && r.decoded.rejected == 0;
+        assert!(empty(decode_json::<Logs>(b"").unwrap()));
+        assert!(empty(decode_protobuf::<Logs>(b"").unwrap()));
+        assert!(empty(decode_protobuf::<Traces>(b"").unwrap()));
+        assert!(empty(decode_json::<Traces>(b"{}").unwrap()));
         let no_records =
             decode_json::<Traces>(br#"{"resourceSpans":[{"scopeSpans":[{"spans":[]}]}]}"#).unwrap();
-        assert!(Traces::is_empty(&no_records));
+        assert!(empty(no_records));
     }
 
     #[test]

@@ -5,12 +5,11 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, MapBuilder, MapFieldNames, StringArray, StringBuilder, UInt32Array};
 use arrow::error::ArrowError;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::value::{append_string_form, for_each_last};
+use super::wire::KeyValueRef;
 use crate::schema::UNKNOWN_SERVICE;
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 
 /// Builder of one `map<string,string>` column (see [`crate::schema::string_map_type`]).
 pub(super) type StringMapBuilder = MapBuilder<StringBuilder, StringBuilder>;
@@ -45,12 +44,12 @@ pub(super) fn string_map_builder(rows: usize, entries: usize) -> StringMapBuilde
 /// Appends one row holding `attributes` by their string forms, duplicate keys keeping the last.
 pub(super) fn append_attributes(
     builder: &mut StringMapBuilder,
-    attributes: &[KeyValue],
+    attributes: &[KeyValueRef<'_>],
 ) -> Result<(), ArrowError> {
     for_each_last(attributes, |kv| {
         let (keys, values) = builder.entries();
-        keys.append_value(&kv.key);
-        append_string_form(values, kv.value.as_ref())
+        keys.append_value(kv.key);
+        append_string_form(values, &kv.value)
     })?;
     builder.append(true)
 }
@@ -79,13 +78,13 @@ pub(super) struct PreparedMap {
 }
 
 impl PreparedMap {
-    pub(super) fn new(attributes: &[KeyValue]) -> Result<Self, ArrowError> {
+    pub(super) fn new(attributes: &[KeyValueRef<'_>]) -> Result<Self, ArrowError> {
         let n = attributes.len();
         let mut keys = StringBuilder::with_capacity(n, n * BYTES_PER_STRING_GUESS);
         let mut values = StringBuilder::with_capacity(n, n * BYTES_PER_STRING_GUESS);
         for_each_last(attributes, |kv| {
-            keys.append_value(&kv.key);
-            append_string_form(&mut values, kv.value.as_ref())
+            keys.append_value(kv.key);
+            append_string_form(&mut values, &kv.value)
         })?;
         Ok(Self {
             keys: keys.finish(),
@@ -119,30 +118,28 @@ pub(super) struct ResourceContext<'a> {
 
 impl<'a> ResourceContext<'a> {
     pub(super) fn new(
-        resource: Option<&'a Resource>,
+        attributes: &[KeyValueRef<'a>],
+        dropped_attributes_count: u32,
         schema_url: &'a str,
     ) -> Result<Self, ArrowError> {
-        let attributes = resource.map_or(&[][..], |r| &r.attributes);
         Ok(Self {
             service: service_name(attributes),
             attributes: PreparedMap::new(attributes)?,
-            dropped_attributes_count: resource.map_or(0, |r| r.dropped_attributes_count),
+            dropped_attributes_count,
             schema_url: non_empty(schema_url),
         })
     }
 }
 
 /// `service.name` when its (last) value is a non-empty string, else [`UNKNOWN_SERVICE`].
-fn service_name(attributes: &[KeyValue]) -> &str {
-    let value = attributes
+fn service_name<'a>(attributes: &[KeyValueRef<'a>]) -> &'a str {
+    attributes
         .iter()
         .rev()
         .find(|kv| kv.key == "service.name")
-        .and_then(|kv| kv.value.as_ref()?.value.as_ref());
-    match value {
-        Some(Value::StringValue(name)) if !name.is_empty() => name,
-        _ => UNKNOWN_SERVICE,
-    }
+        .and_then(|kv| kv.value.as_str())
+        .filter(|name| !name.is_empty())
+        .unwrap_or(UNKNOWN_SERVICE)
 }
 
 /// What every record under one instrumentation scope shares.
@@ -155,16 +152,39 @@ pub(super) struct ScopeContext<'a> {
     schema_url: Option<&'a str>,
 }
 
+/// An instrumentation scope's fields, borrowed from prost structs or read in place.
+#[derive(Debug, Default)]
+pub(super) struct ScopeFields<'a> {
+    pub(super) name: &'a str,
+    pub(super) version: &'a str,
+    pub(super) attributes: Vec<KeyValueRef<'a>>,
+    pub(super) dropped_attributes_count: u32,
+}
+
+impl<'a> ScopeFields<'a> {
+    /// A prost-decoded scope, borrowed.
+    pub(super) fn of(scope: Option<&'a InstrumentationScope>) -> Self {
+        scope.map_or_else(Self::default, |s| Self {
+            name: &s.name,
+            version: &s.version,
+            attributes: attribute_refs(&s.attributes),
+            dropped_attributes_count: s.dropped_attributes_count,
+        })
+    }
+}
+
+/// Prost-decoded attributes, borrowed.
+pub(super) fn attribute_refs(attributes: &[KeyValue]) -> Vec<KeyValueRef<'_>> {
+    attributes.iter().map(KeyValueRef::of).collect()
+}
+
 impl<'a> ScopeContext<'a> {
-    pub(super) fn new(
-        scope: Option<&'a InstrumentationScope>,
-        schema_url: &'a str,
-    ) -> Result<Self, ArrowError> {
+    pub(super) fn new(scope: &ScopeFields<'a>, schema_url: &'a str) -> Result<Self, ArrowError> {
         Ok(Self {
-            name: scope.and_then(|s| non_empty(&s.name)),
-            version: scope.and_then(|s| non_empty(&s.version)),
-            attributes: PreparedMap::new(scope.map_or(&[][..], |s| &s.attributes))?,
-            dropped_attributes_count: scope.map_or(0, |s| s.dropped_attributes_count),
+            name: non_empty(scope.name),
+            version: non_empty(scope.version),
+            attributes: PreparedMap::new(&scope.attributes)?,
+            dropped_attributes_count: scope.dropped_attributes_count,
             schema_url: non_empty(schema_url),
         })
     }
@@ -273,23 +293,22 @@ impl ContextColumns {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::wire::ValueRef;
     use crate::schema::string_map_type;
     use arrow::array::Array;
-    use opentelemetry_proto::tonic::common::v1::AnyValue;
 
-    fn kv(key: &str, value: Option<Value>) -> KeyValue {
-        KeyValue {
-            key: key.into(),
-            value: Some(AnyValue { value }),
-            key_strindex: 0,
+    fn kv<'a>(key: &'a str, value: Option<ValueRef<'a>>) -> KeyValueRef<'a> {
+        KeyValueRef {
+            key,
+            value: value.unwrap_or(ValueRef::Empty),
         }
     }
 
     #[test]
     fn map_builder_produces_the_schema_map_type() {
         let mut b = string_map_builder(2, 2);
-        append_attributes(&mut b, &[kv("a", Some(Value::IntValue(1))), kv("b", None)]).unwrap();
-        PreparedMap::new(&[kv("c", Some(Value::BoolValue(true)))])
+        append_attributes(&mut b, &[kv("a", Some(ValueRef::Int(1))), kv("b", None)]).unwrap();
+        PreparedMap::new(&[kv("c", Some(ValueRef::Bool(true)))])
             .unwrap()
             .append_to(&mut b)
             .unwrap();
@@ -301,34 +320,26 @@ mod tests {
 
     #[test]
     fn service_name_falls_back_to_unknown_service() {
-        let name = |attrs: &[KeyValue]| service_name(attrs).to_owned();
+        let name = |attrs: &[KeyValueRef<'_>]| service_name(attrs).to_owned();
         assert_eq!(name(&[]), UNKNOWN_SERVICE);
         assert_eq!(
-            name(&[kv("service.name", Some(Value::StringValue(String::new())))]),
+            name(&[kv("service.name", Some(ValueRef::Str("")))]),
             UNKNOWN_SERVICE
         );
         assert_eq!(
-            name(&[kv("service.name", Some(Value::IntValue(3)))]),
+            name(&[kv("service.name", Some(ValueRef::Int(3)))]),
             UNKNOWN_SERVICE
         );
         assert_eq!(name(&[kv("service.name", None)]), UNKNOWN_SERVICE);
         assert_eq!(
-            name(&[KeyValue {
-                key: "service.name".into(),
-                value: None,
-                key_strindex: 0
-            }]),
-            UNKNOWN_SERVICE
-        );
-        assert_eq!(
-            name(&[kv("service.name", Some(Value::StringValue("api".into())))]),
+            name(&[kv("service.name", Some(ValueRef::Str("api")))]),
             "api"
         );
         // Last one wins, as in the resource map.
         assert_eq!(
             name(&[
-                kv("service.name", Some(Value::StringValue("old".into()))),
-                kv("service.name", Some(Value::StringValue("new".into()))),
+                kv("service.name", Some(ValueRef::Str("old"))),
+                kv("service.name", Some(ValueRef::Str("new"))),
             ]),
             "new"
         );

@@ -1,59 +1,215 @@
-//! OTLP log records to rows of the `logs` table: validation of ids and timestamps, then one
-//! append per column, with resource and scope values converted once per group.
+//! OTLP log records to rows of the `logs` table, read straight from the protobuf wire format:
+//! validation of ids and timestamps, then one append per column, with resource and scope values
+//! converted once per group.
 
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int32Array, StringBuilder, TimestampNanosecondArray, UInt32Array};
 use arrow::error::ArrowError;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::common::v1::EntityRef;
+use prost::Message;
 
 use super::columns::{
-    ContextColumns, FIXED_ROW_BYTES, ResourceContext, ScopeContext, StringMapBuilder,
+    ContextColumns, FIXED_ROW_BYTES, ResourceContext, ScopeContext, ScopeFields, StringMapBuilder,
     append_attributes, context_row_bytes, map_bytes, non_empty, string_bytes, string_map_builder,
 };
 use super::value::{append_body, append_hex_id};
-use super::{DecodeError, Decoded, Reason, Rejections, finish};
+use super::wire::{Fields, KeyValueRef, ValueRef, WireError, WireResult, read_attribute, set_once};
+use super::{DecodeError, Decoded, Reason, Rejections, WireDecodeError, finish};
 use crate::batch::Signal;
 
 const TRACE_ID_LEN: usize = 16;
 const SPAN_ID_LEN: usize = 8;
 
+/// Decodes a prost-built request through its protobuf encoding, which is canonical, so that
+/// one decoder serves protobuf bodies, JSON bodies and tests alike.
 pub(super) fn decode(
     request: &ExportLogsServiceRequest,
     received_at_ns: i64,
     max_batch_bytes: usize,
 ) -> Result<Decoded, DecodeError> {
-    let arrow = |source| DecodeError::Arrow {
-        signal: Signal::Logs,
-        source,
+    decode_protobuf(&request.encode_to_vec(), received_at_ns, max_batch_bytes).map_err(
+        |e| match e {
+            WireDecodeError::Build(e) => e,
+            WireDecodeError::Wire(source) => DecodeError::Reencoded {
+                signal: Signal::Logs,
+                source: Box::new(source),
+            },
+        },
+    )
+}
+
+/// Decodes an `ExportLogsServiceRequest` body in place (see [`super::wire`]).
+pub(super) fn decode_protobuf(
+    body: &[u8],
+    received_at_ns: i64,
+    max_batch_bytes: usize,
+) -> Result<Decoded, WireDecodeError> {
+    let arrow = |source| {
+        WireDecodeError::Build(DecodeError::Arrow {
+            signal: Signal::Logs,
+            source,
+        })
     };
-    let sizes = Sizes::of(request);
+    let sizes = Sizes::of(body)?;
     let mut columns = LogColumns::with_capacity(&sizes);
     let mut rejections = Rejections::default();
-    for resource_logs in &request.resource_logs {
-        let resource =
-            ResourceContext::new(resource_logs.resource.as_ref(), &resource_logs.schema_url)
-                .map_err(arrow)?;
-        for scope_logs in &resource_logs.scope_logs {
-            let scope = ScopeContext::new(scope_logs.scope.as_ref(), &scope_logs.schema_url)
-                .map_err(arrow)?;
+    // Scratch space for one record's attributes, reused across records.
+    let mut attributes = Vec::new();
+    let mut request = Fields::new(body);
+    while let Some((number, field)) = request.next_field()? {
+        if number != 1 {
+            continue;
+        }
+        let resource_logs = field.bytes()?;
+        let (resource, schema_url) = read_resource_logs_head(resource_logs)?;
+        let resource = ResourceContext::new(
+            &resource.attributes,
+            resource.dropped_attributes_count,
+            schema_url,
+        )
+        .map_err(arrow)?;
+        let mut groups = Fields::new(resource_logs);
+        while let Some((number, field)) = groups.next_field()? {
+            if number != 2 {
+                continue;
+            }
+            let scope_logs = field.bytes()?;
+            let (scope, schema_url) = read_scope_logs_head(scope_logs)?;
+            let scope = ScopeContext::new(&scope, schema_url).map_err(arrow)?;
             let context_bytes = context_row_bytes(&resource, &scope);
-            for record in &scope_logs.log_records {
-                match check(record, received_at_ns) {
+            let mut records = Fields::new(scope_logs);
+            while let Some((number, field)) = records.next_field()? {
+                if number != 2 {
+                    continue;
+                }
+                attributes.clear();
+                let record = Record::read(field.bytes()?, &mut attributes)?;
+                match check(&record, received_at_ns) {
                     Err(reason) => rejections.add(reason),
                     Ok(_) if columns.bytes() + context_bytes > max_batch_bytes => {
                         rejections.add(Reason::BatchTooLarge);
                     }
                     Ok(times) => columns
-                        .append(record, times, &resource, &scope)
+                        .append(&record, &attributes, times, &resource, &scope)
                         .map_err(arrow)?,
                 }
             }
         }
     }
     finish(Signal::Logs, columns.finish(), sizes.records, &rejections)
+        .map_err(WireDecodeError::Build)
+}
+
+/// A `Resource` read in place.
+#[derive(Debug, Default)]
+struct ResourceFields<'a> {
+    attributes: Vec<KeyValueRef<'a>>,
+    dropped_attributes_count: u32,
+}
+
+impl<'a> ResourceFields<'a> {
+    fn read(message: &'a [u8]) -> WireResult<Self> {
+        let mut resource = Self::default();
+        let mut fields = Fields::new(message);
+        while let Some((number, field)) = fields.next_field()? {
+            match number {
+                1 => read_attribute(&mut resource.attributes, field.bytes()?)?,
+                2 => resource.dropped_attributes_count = field.uint32()?,
+                // Entity references are not stored, but prost would refuse a malformed one.
+                3 => {
+                    EntityRef::decode(field.bytes()?).map_err(|_| WireError::Malformed)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(resource)
+    }
+}
+
+/// The resource and schema URL of a `ResourceLogs`, which apply to all its scope groups
+/// wherever they are on the wire.
+fn read_resource_logs_head(message: &[u8]) -> WireResult<(ResourceFields<'_>, &str)> {
+    let (mut resource, mut schema_url) = (None, "");
+    let mut fields = Fields::new(message);
+    while let Some((number, field)) = fields.next_field()? {
+        match number {
+            1 => set_once(&mut resource, ResourceFields::read(field.bytes()?)?)?,
+            3 => schema_url = field.string()?,
+            _ => {}
+        }
+    }
+    Ok((resource.unwrap_or_default(), schema_url))
+}
+
+/// The scope and schema URL of a `ScopeLogs`.
+fn read_scope_logs_head(message: &[u8]) -> WireResult<(ScopeFields<'_>, &str)> {
+    let (mut scope, mut schema_url) = (None, "");
+    let mut fields = Fields::new(message);
+    while let Some((number, field)) = fields.next_field()? {
+        match number {
+            1 => set_once(&mut scope, read_scope(field.bytes()?)?)?,
+            3 => schema_url = field.string()?,
+            _ => {}
+        }
+    }
+    Ok((scope.unwrap_or_default(), schema_url))
+}
+
+/// An `InstrumentationScope` read in place.
+fn read_scope(message: &[u8]) -> WireResult<ScopeFields<'_>> {
+    let mut scope = ScopeFields::default();
+    let mut fields = Fields::new(message);
+    while let Some((number, field)) = fields.next_field()? {
+        match number {
+            1 => scope.name = field.string()?,
+            2 => scope.version = field.string()?,
+            3 => read_attribute(&mut scope.attributes, field.bytes()?)?,
+            4 => scope.dropped_attributes_count = field.uint32()?,
+            _ => {}
+        }
+    }
+    Ok(scope)
+}
+
+/// A `LogRecord` read in place; its attributes go to a separate, reused vector.
+#[derive(Debug, Default)]
+struct Record<'a> {
+    time_unix_nano: u64,
+    observed_time_unix_nano: u64,
+    severity_number: i32,
+    severity_text: &'a str,
+    body: Option<ValueRef<'a>>,
+    dropped_attributes_count: u32,
+    flags: u32,
+    trace_id: &'a [u8],
+    span_id: &'a [u8],
+    event_name: &'a str,
+}
+
+impl<'a> Record<'a> {
+    fn read(message: &'a [u8], attributes: &mut Vec<KeyValueRef<'a>>) -> WireResult<Self> {
+        let mut record = Self::default();
+        let mut fields = Fields::new(message);
+        while let Some((number, field)) = fields.next_field()? {
+            match number {
+                1 => record.time_unix_nano = field.fixed64()?,
+                2 => record.severity_number = field.int32()?,
+                3 => record.severity_text = field.string()?,
+                5 => set_once(&mut record.body, ValueRef::read(field.bytes()?)?)?,
+                6 => read_attribute(attributes, field.bytes()?)?,
+                7 => record.dropped_attributes_count = field.uint32()?,
+                8 => record.flags = field.fixed32()?,
+                9 => record.trace_id = field.bytes()?,
+                10 => record.span_id = field.bytes()?,
+                11 => record.observed_time_unix_nano = field.fixed64()?,
+                12 => record.event_name = field.string()?,
+                _ => {}
+            }
+        }
+        Ok(record)
+    }
 }
 
 /// The two timestamps of a valid record, fallbacks applied.
@@ -64,7 +220,7 @@ struct Times {
 }
 
 /// Validates ids and timestamps; `Err` names why the record is refused.
-fn check(record: &LogRecord, received_at_ns: i64) -> Result<Times, Reason> {
+fn check(record: &Record<'_>, received_at_ns: i64) -> Result<Times, Reason> {
     if !matches!(record.trace_id.len(), 0 | TRACE_ID_LEN) {
         return Err(Reason::TraceIdLength);
     }
@@ -85,52 +241,76 @@ fn check(record: &LogRecord, received_at_ns: i64) -> Result<Times, Reason> {
     })
 }
 
-/// Row, map entry and byte counts of a request, to size the builders once.
+/// Row and byte counts of a request, to size the builders once. Byte counts are of the
+/// encoded fields, a close upper bound of what their columns will hold.
 #[derive(Debug, Default)]
 struct Sizes {
     records: u64,
     attributes: usize,
     resource_entries: usize,
     scope_entries: usize,
-    string_body_bytes: usize,
+    body_bytes: usize,
     with_trace_id: usize,
 }
 
 impl Sizes {
-    fn of(request: &ExportLogsServiceRequest) -> Self {
+    /// Counts by field tags and lengths alone; the contents are read by the decoder.
+    fn of(body: &[u8]) -> WireResult<Self> {
         let mut sizes = Sizes::default();
-        for resource_logs in &request.resource_logs {
-            let resource_len = resource_logs
-                .resource
-                .as_ref()
-                .map_or(0, |r| r.attributes.len());
-            for scope_logs in &resource_logs.scope_logs {
-                let scope_len = scope_logs.scope.as_ref().map_or(0, |s| s.attributes.len());
-                let records = scope_logs.log_records.len();
-                sizes.records += records as u64;
-                sizes.resource_entries = sizes
-                    .resource_entries
-                    .saturating_add(records.saturating_mul(resource_len));
-                sizes.scope_entries = sizes
-                    .scope_entries
-                    .saturating_add(records.saturating_mul(scope_len));
-                for record in &scope_logs.log_records {
-                    sizes.attributes += record.attributes.len();
-                    if let Some(Value::StringValue(body)) =
-                        record.body.as_ref().and_then(|b| b.value.as_ref())
-                    {
-                        sizes.string_body_bytes += body.len();
+        for_each_field(body, 1, |resource_logs| {
+            let mut resource_len = 0;
+            for_each_field(resource_logs, 1, |resource| {
+                for_each_field(resource, 1, |_| {
+                    resource_len += 1;
+                    Ok(())
+                })
+            })?;
+            for_each_field(resource_logs, 2, |scope_logs| {
+                let mut scope_len = 0;
+                for_each_field(scope_logs, 1, |scope| {
+                    for_each_field(scope, 3, |_| {
+                        scope_len += 1;
+                        Ok(())
+                    })
+                })?;
+                for_each_field(scope_logs, 2, |record| {
+                    sizes.records += 1;
+                    sizes.resource_entries = sizes.resource_entries.saturating_add(resource_len);
+                    sizes.scope_entries = sizes.scope_entries.saturating_add(scope_len);
+                    let mut fields = Fields::new(record);
+                    while let Some((number, field)) = fields.next_field()? {
+                        match number {
+                            5 => sizes.body_bytes += field.bytes()?.len(),
+                            6 => sizes.attributes += 1,
+                            9 => sizes.with_trace_id += 1,
+                            _ => {}
+                        }
                     }
-                    sizes.with_trace_id += usize::from(!record.trace_id.is_empty());
-                }
-            }
-        }
-        sizes
+                    Ok(())
+                })
+            })
+        })?;
+        Ok(sizes)
     }
 
     fn rows(&self) -> usize {
         usize::try_from(self.records).unwrap_or(usize::MAX)
     }
+}
+
+/// Calls `f` on the contents of each length-delimited field `number` of `message`.
+fn for_each_field<'a>(
+    message: &'a [u8],
+    number: u32,
+    mut f: impl FnMut(&'a [u8]) -> WireResult<()>,
+) -> WireResult<()> {
+    let mut fields = Fields::new(message);
+    while let Some((n, field)) = fields.next_field()? {
+        if n == number {
+            f(field.bytes()?)?;
+        }
+    }
+    Ok(())
 }
 
 /// Builders of the `logs` columns, in schema order.
@@ -158,7 +338,7 @@ impl LogColumns {
             observed_time: Vec::with_capacity(rows),
             severity_number: Vec::with_capacity(rows),
             severity_text: StringBuilder::with_capacity(rows, rows * 5),
-            body: StringBuilder::with_capacity(rows, sizes.string_body_bytes),
+            body: StringBuilder::with_capacity(rows, sizes.body_bytes),
             trace_id: StringBuilder::with_capacity(rows, sizes.with_trace_id * TRACE_ID_LEN * 2),
             span_id: StringBuilder::with_capacity(rows, sizes.with_trace_id * SPAN_ID_LEN * 2),
             flags: Vec::with_capacity(rows),
@@ -175,7 +355,8 @@ impl LogColumns {
 
     fn append(
         &mut self,
-        record: &LogRecord,
+        record: &Record<'_>,
+        attributes: &[KeyValueRef<'_>],
         times: Times,
         resource: &ResourceContext<'_>,
         scope: &ScopeContext<'_>,
@@ -184,18 +365,20 @@ impl LogColumns {
         self.observed_time.push(times.observed_time);
         self.severity_number.push(record.severity_number);
         self.severity_text
-            .append_option(non_empty(&record.severity_text));
-        append_body(&mut self.body, record.body.as_ref())?;
-        append_optional_id(&mut self.trace_id, &record.trace_id)?;
-        append_optional_id(&mut self.span_id, &record.span_id)?;
+            .append_option(non_empty(record.severity_text));
+        append_body(
+            &mut self.body,
+            record.body.as_ref().unwrap_or(&ValueRef::Empty),
+        )?;
+        append_optional_id(&mut self.trace_id, record.trace_id)?;
+        append_optional_id(&mut self.span_id, record.span_id)?;
         self.flags.push(record.flags);
-        self.event_name.append_option(non_empty(&record.event_name));
-        append_attributes(&mut self.attributes, &record.attributes)?;
+        self.event_name.append_option(non_empty(record.event_name));
+        append_attributes(&mut self.attributes, attributes)?;
         self.dropped_attributes_count
             .push(record.dropped_attributes_count);
         self.context.append(resource, scope)
     }
-
     /// Bytes held so far by the variable-length columns.
     fn bytes(&mut self) -> usize {
         self.time.len() * FIXED_ROW_BYTES
@@ -250,7 +433,7 @@ mod tests {
     use opentelemetry_proto::tonic::common::v1::{
         AnyValue, ArrayValue, InstrumentationScope, KeyValue,
     };
-    use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
     use opentelemetry_proto::tonic::resource::v1::Resource;
 
     const RECEIVED: i64 = 1_700_000_000_000_000_000;

@@ -12,8 +12,9 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 
 use super::columns::{
-    ContextColumns, FIXED_ROW_BYTES, ResourceContext, ScopeContext, StringMapBuilder,
-    append_attributes, context_row_bytes, map_bytes, non_empty, string_bytes, string_map_builder,
+    ContextColumns, FIXED_ROW_BYTES, ResourceContext, ScopeContext, ScopeFields, StringMapBuilder,
+    append_attributes, attribute_refs, context_row_bytes, map_bytes, non_empty, string_bytes,
+    string_map_builder,
 };
 use super::value::{
     append_hex_id, fmt_error, write_json_hex, write_json_str, write_json_string_map,
@@ -37,12 +38,19 @@ pub(super) fn decode(
     let mut columns = SpanColumns::with_capacity(&sizes);
     let mut rejections = Rejections::default();
     for resource_spans in &request.resource_spans {
-        let resource =
-            ResourceContext::new(resource_spans.resource.as_ref(), &resource_spans.schema_url)
-                .map_err(arrow)?;
+        let resource = resource_spans.resource.as_ref();
+        let resource = ResourceContext::new(
+            &attribute_refs(resource.map_or(&[][..], |r| &r.attributes)),
+            resource.map_or(0, |r| r.dropped_attributes_count),
+            &resource_spans.schema_url,
+        )
+        .map_err(arrow)?;
         for scope_spans in &resource_spans.scope_spans {
-            let scope = ScopeContext::new(scope_spans.scope.as_ref(), &scope_spans.schema_url)
-                .map_err(arrow)?;
+            let scope = ScopeContext::new(
+                &ScopeFields::of(scope_spans.scope.as_ref()),
+                &scope_spans.schema_url,
+            )
+            .map_err(arrow)?;
             let context_bytes = context_row_bytes(&resource, &scope);
             for span in &scope_spans.spans {
                 match check(span) {
@@ -299,7 +307,7 @@ impl SpanColumns {
             .append_value(status_code_name(span.status.as_ref()));
         self.status_message
             .append_option(span.status.as_ref().and_then(|s| non_empty(&s.message)));
-        append_attributes(&mut self.attributes, &span.attributes)?;
+        append_attributes(&mut self.attributes, &attribute_refs(&span.attributes))?;
         self.dropped_attributes_count
             .push(span.dropped_attributes_count);
         write_events(&mut self.events, &span.events).map_err(fmt_error)?;

@@ -11,6 +11,8 @@ use base64::engine::general_purpose::STANDARD;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 
+use super::wire::ValueRef;
+
 /// Lists up to this long are de-duplicated by comparing keys pairwise; longer ones use a map.
 const PAIRWISE_DEDUP_MAX: usize = 12;
 
@@ -33,37 +35,51 @@ pub fn any_value_to_string(value: &AnyValue) -> Option<String> {
     }
 }
 
-/// Appends the string form of `value` to `builder`, or a null for an absent or empty value.
+/// Appends the string form of `value` to `builder`, or a null for an empty value.
 pub(super) fn append_string_form(
     builder: &mut StringBuilder,
-    value: Option<&AnyValue>,
+    value: &ValueRef<'_>,
 ) -> Result<(), ArrowError> {
-    match value.and_then(|v| v.value.as_ref()) {
-        None | Some(Value::StringValueStrindex(_)) => builder.append_null(),
-        Some(Value::StringValue(s)) => builder.append_value(s),
-        Some(Value::BoolValue(b)) => builder.append_value(if *b { "true" } else { "false" }),
-        Some(other) => {
-            write_string_form(builder, other).map_err(fmt_error)?;
+    match value {
+        ValueRef::Empty => builder.append_null(),
+        ValueRef::Str(s) => builder.append_value(s),
+        ValueRef::Bool(b) => builder.append_value(if *b { "true" } else { "false" }),
+        other => {
+            with_value(other, |v| write_string_form(builder, v)).map_err(fmt_error)?;
             builder.append_value("");
         }
     }
     Ok(())
 }
 
-/// Appends a log body: a string body as is, any other value as compact JSON, null when absent.
+/// Appends a log body: a string body as is, any other value as compact JSON, null when empty.
 pub(super) fn append_body(
     builder: &mut StringBuilder,
-    body: Option<&AnyValue>,
+    body: &ValueRef<'_>,
 ) -> Result<(), ArrowError> {
-    match body.and_then(|v| v.value.as_ref()) {
-        None | Some(Value::StringValueStrindex(_)) => builder.append_null(),
-        Some(Value::StringValue(s)) => builder.append_value(s),
-        Some(other) => {
-            write_json_value(builder, Some(other)).map_err(fmt_error)?;
+    match body {
+        ValueRef::Empty => builder.append_null(),
+        ValueRef::Str(s) => builder.append_value(s),
+        other => {
+            with_value(other, |v| write_json_value(builder, Some(v))).map_err(fmt_error)?;
             builder.append_value("");
         }
     }
     Ok(())
+}
+
+/// Calls `f` with `value` as a prost value: numbers and nested values without allocating, the
+/// rarer strings and bytes copied. The string forms and JSON are written by one set of functions.
+fn with_value<R>(value: &ValueRef<'_>, f: impl FnOnce(&Value) -> R) -> R {
+    match value {
+        ValueRef::Nested(v) => f(v),
+        ValueRef::Int(i) => f(&Value::IntValue(*i)),
+        ValueRef::Double(d) => f(&Value::DoubleValue(*d)),
+        ValueRef::Bool(b) => f(&Value::BoolValue(*b)),
+        ValueRef::Str(s) => f(&Value::StringValue((*s).to_owned())),
+        ValueRef::Bytes(b) => f(&Value::BytesValue(b.to_vec())),
+        ValueRef::Empty => f(&Value::StringValueStrindex(0)),
+    }
 }
 
 /// Writes the string form of a non-empty value (see [`any_value_to_string`]).
@@ -201,28 +217,49 @@ pub(super) fn write_json_str<W: Write>(w: &mut W, s: &str) -> fmt::Result {
 
 /// Calls `f` on each entry whose key does not occur again later in `entries`, in order:
 /// for duplicate keys the last one wins, so the keys passed to `f` are unique.
-pub(super) fn for_each_last<'a, E>(
-    entries: &'a [KeyValue],
-    mut f: impl FnMut(&'a KeyValue) -> Result<(), E>,
+pub(super) fn for_each_last<'a, T: Keyed, E>(
+    entries: &'a [T],
+    mut f: impl FnMut(&'a T) -> Result<(), E>,
 ) -> Result<(), E> {
     if entries.len() <= PAIRWISE_DEDUP_MAX {
         for (i, kv) in entries.iter().enumerate() {
-            if !entries.iter().skip(i + 1).any(|later| later.key == kv.key) {
+            if !entries
+                .iter()
+                .skip(i + 1)
+                .any(|later| later.key() == kv.key())
+            {
                 f(kv)?;
             }
         }
     } else {
         let mut last: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
         for (i, kv) in entries.iter().enumerate() {
-            last.insert(kv.key.as_str(), i);
+            last.insert(kv.key(), i);
         }
         for (i, kv) in entries.iter().enumerate() {
-            if last.get(kv.key.as_str()) == Some(&i) {
+            if last.get(kv.key()) == Some(&i) {
                 f(kv)?;
             }
         }
     }
     Ok(())
+}
+
+/// An attribute's key, whether prost decoded it or it was read in place.
+pub(super) trait Keyed {
+    fn key(&self) -> &str;
+}
+
+impl Keyed for KeyValue {
+    fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl Keyed for super::wire::KeyValueRef<'_> {
+    fn key(&self) -> &str {
+        self.key
+    }
 }
 
 /// Lower-case hex digit of a nibble (0..16).
@@ -440,7 +477,7 @@ mod tests {
                 .collect();
             entries.push(kv("k0", s("again")));
             let mut seen = Vec::new();
-            for_each_last::<()>(&entries, |kv| {
+            for_each_last::<_, ()>(&entries, |kv| {
                 seen.push(kv.key.clone());
                 Ok(())
             })
