@@ -197,6 +197,10 @@ pub struct QueryConfig {
     /// Threads queries run on, apart from ingest's: a heavy query slows other queries, never
     /// the acknowledgement of incoming telemetry. Also the partitions one query is split into.
     pub threads: usize,
+    /// Memory for the `trace_id` bloom filters of Parquet files, kept after a lookup by trace
+    /// id reads them so the next lookup plans only the files that may hold its trace. 0 reads
+    /// them from the files on every lookup.
+    pub trace_filter_cache_bytes: u64,
 }
 
 impl Default for QueryConfig {
@@ -206,6 +210,7 @@ impl Default for QueryConfig {
             memory_limit_bytes: 1024 * 1024 * 1024,
             max_result_rows: 100_000,
             threads: 2,
+            trace_filter_cache_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -23,6 +23,7 @@ pub fn engine() -> Result<QueryEngine, QueryError> {
             memory_limit_bytes: 64 << 20,
             max_result_rows: 1000,
             threads: 1,
+            trace_filter_cache_bytes: 1 << 20,
         },
     )
 }

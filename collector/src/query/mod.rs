@@ -8,6 +8,7 @@ pub mod fuzzing;
 mod guard;
 mod http;
 mod provider;
+mod trace_filters;
 
 #[cfg(test)]
 mod tests;
@@ -45,6 +46,7 @@ use crate::storage::crypto::Keyring;
 pub use format::{encode, render_table};
 pub use http::router;
 pub use provider::SignalTable;
+use trace_filters::TraceFilters;
 
 /// Runs analysts' SQL against the catalog. Cheap to share in an `Arc`; each query gets its own
 /// session state and memory pool, so one query cannot starve or break another.
@@ -54,6 +56,8 @@ pub struct QueryEngine {
     base: SessionState,
     config: QueryConfig,
     catalog: Arc<Catalog>,
+    /// The `trace_id` bloom filters of the files lookups read, shared by every query.
+    trace_filters: Arc<TraceFilters>,
     /// Where queries run: CPU-bound operators that rarely yield would otherwise hold the
     /// threads that receive telemetry and fire the query timeout itself.
     runtime: QueryRuntime,
@@ -211,16 +215,18 @@ impl QueryEngine {
             .build_arc()
             .map_err(|e| QueryError::Internal(format!("cannot build the query runtime: {e}")))?;
         let ctx = SessionContext::new_with_config_rt(session, runtime);
+        let trace_filters = Arc::new(TraceFilters::new(config.trace_filter_cache_bytes));
         for signal in Signal::ALL {
-            ctx.register_table(
-                signal.as_str(),
-                Arc::new(SignalTable::new(signal, Arc::clone(&catalog))),
-            )
-            .map_err(|e| QueryError::Internal(format!("cannot register table {signal}: {e}")))?;
+            let table = SignalTable::new(signal, Arc::clone(&catalog), Arc::clone(&trace_filters));
+            ctx.register_table(signal.as_str(), Arc::new(table))
+                .map_err(|e| {
+                    QueryError::Internal(format!("cannot register table {signal}: {e}"))
+                })?;
         }
         Ok(Self {
             base: ctx.state(),
             catalog,
+            trace_filters,
             runtime: QueryRuntime::new(config.threads)?,
             config,
         })
@@ -315,8 +321,11 @@ impl QueryEngine {
         let ctx = SessionContext::new_with_config_rt(self.base.config().clone(), runtime);
         for signal in Signal::ALL {
             let name = signal.as_str();
-            let table: Arc<dyn TableProvider> =
-                Arc::new(SignalTable::new(signal, Arc::clone(&self.catalog)));
+            let table: Arc<dyn TableProvider> = Arc::new(SignalTable::new(
+                signal,
+                Arc::clone(&self.catalog),
+                Arc::clone(&self.trace_filters),
+            ));
             let restrict = |e: DataFusionError| {
                 QueryError::Internal(format!("cannot restrict table {name}: {e}"))
             };

@@ -5,6 +5,10 @@
 //! every file's time range: a file whose whole range satisfies them is read without them, so a
 //! query over a day of hour partitions does not decode and compare the `time` of every row.
 //! Files the range cuts through, and the WAL batches, are filtered as usual.
+//!
+//! A filter naming trace ids (`trace_id = '…'`, `trace_id IN (…)`) leaves out the files whose
+//! `trace_id` bloom filters hold none of them, so a lookup plans the few files of its trace
+//! rather than every file of the range (see `trace_filters`).
 
 use std::sync::Arc;
 
@@ -36,6 +40,7 @@ use datafusion::physical_plan::union::UnionExec;
 use vigil_core::Signal;
 use vigil_core::schema::col;
 
+use super::trace_filters::{FileTraceIds, TraceFilters};
 use crate::storage::catalog::{Catalog, ParquetFile, TableSnapshot};
 
 /// Parquet files of a snapshot.
@@ -51,14 +56,16 @@ pub struct SignalTable {
     signal: Signal,
     schema: SchemaRef,
     catalog: Arc<Catalog>,
+    trace_filters: Arc<TraceFilters>,
 }
 
 impl SignalTable {
-    pub fn new(signal: Signal, catalog: Arc<Catalog>) -> Self {
+    pub fn new(signal: Signal, catalog: Arc<Catalog>, trace_filters: Arc<TraceFilters>) -> Self {
         Self {
             signal,
             schema: signal.schema(),
             catalog,
+            trace_filters,
         }
     }
 
@@ -111,7 +118,7 @@ impl SignalTable {
         let negated = simplified(state, df_schema, Expr::Not(Box::new(time_filter.clone())))
             .and_then(|expr| state.create_physical_expr(expr, df_schema));
         let may_fail = match negated {
-            Ok(negated) => may_match(&files, &negated, &self.schema)?,
+            Ok(negated) => may_match(&files, &negated, &self.schema, None)?,
             Err(e) => {
                 tracing::debug!(error = %e, "negated time filter not usable on statistics");
                 None
@@ -264,7 +271,16 @@ impl TableProvider for SignalTable {
         let predicate = Self::pruning_predicate(state, &df_schema, filters);
 
         let total_files = files.len();
-        let files = prune_files(files, predicate.as_ref(), &self.schema)?;
+        let mut files = prune_files(files, predicate.as_ref(), &self.schema, None)?;
+        // A lookup by trace id: of the files left, keep those whose bloom filters may hold it.
+        if let Some(predicate) = predicate.as_ref().filter(|_| refer_to_trace_id(filters)) {
+            let trace_filters = Arc::clone(&self.trace_filters);
+            let candidates = files.clone();
+            let trace_ids = tokio::task::spawn_blocking(move || trace_filters.of(&candidates))
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            files = prune_files(files, Some(predicate), &self.schema, Some(&trace_ids))?;
+        }
         tracing::debug!(
             table = self.signal.as_str(),
             files = files.len(),
@@ -378,17 +394,26 @@ fn unqualify(expr: Expr) -> Result<Expr> {
     .data()
 }
 
-/// Keeps the files whose `time` range may satisfy `predicate`; all files when there is none or
-/// it cannot be evaluated on per-file statistics.
+/// Whether any of `filters` reads `trace_id`.
+fn refer_to_trace_id(filters: &[Expr]) -> bool {
+    filters
+        .iter()
+        .any(|f| f.column_refs().iter().any(|c| c.name == col::TRACE_ID))
+}
+
+/// Keeps the files whose `time` range, and with `trace_ids` (one per file) whose trace ids, may
+/// satisfy `predicate`; all files when there is none or it cannot be evaluated on per-file
+/// statistics.
 pub(crate) fn prune_files(
     files: Vec<Arc<ParquetFile>>,
     predicate: Option<&Arc<dyn PhysicalExpr>>,
     schema: &SchemaRef,
+    trace_ids: Option<&[Arc<FileTraceIds>]>,
 ) -> Result<Vec<Arc<ParquetFile>>> {
     let Some(predicate) = predicate else {
         return Ok(files);
     };
-    let Some(keep) = may_match(&files, predicate, schema)? else {
+    let Some(keep) = may_match(&files, predicate, schema, trace_ids)? else {
         return Ok(files);
     };
     Ok(files
@@ -398,12 +423,14 @@ pub(crate) fn prune_files(
         .collect())
 }
 
-/// Per file, whether some of its rows may satisfy `predicate` judging by its `time` range and
-/// row count; `None` when the predicate cannot be judged on those statistics at all.
+/// Per file, whether some of its rows may satisfy `predicate` judging by its `time` range, row
+/// count and, given, its trace ids; `None` when the predicate cannot be judged on those
+/// statistics at all.
 fn may_match(
     files: &[Arc<ParquetFile>],
     predicate: &Arc<dyn PhysicalExpr>,
     schema: &SchemaRef,
+    trace_ids: Option<&[Arc<FileTraceIds>]>,
 ) -> Result<Option<Vec<bool>>> {
     if files.is_empty() {
         return Ok(Some(Vec::new()));
@@ -418,12 +445,13 @@ fn may_match(
         .field_with_name(col::TIME)
         .map(|f| f.data_type().clone())
         .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?;
-    let stats = FileTimeStats {
+    let stats = FileStats {
         files,
         time_zone: match time_type {
             DataType::Timestamp(_, tz) => tz,
             _ => None,
         },
+        trace_ids: trace_ids.filter(|ids| ids.len() == files.len()),
     };
     let keep = pruning.prune(&stats)?;
     // A short answer would be a DataFusion bug; the files it leaves out may match.
@@ -435,13 +463,15 @@ fn may_match(
     ))
 }
 
-/// Per-file statistics the catalog knows: the `time` range and the row count.
-struct FileTimeStats<'a> {
+/// Per-file statistics the catalog knows: the `time` range and the row count; with them, what
+/// the files' bloom filters say of their trace ids.
+struct FileStats<'a> {
     files: &'a [Arc<ParquetFile>],
     time_zone: Option<Arc<str>>,
+    trace_ids: Option<&'a [Arc<FileTraceIds>]>,
 }
 
-impl FileTimeStats<'_> {
+impl FileStats<'_> {
     fn time_array(&self, column: &Column, value: impl Fn(&ParquetFile) -> i64) -> Option<ArrayRef> {
         if column.name != col::TIME {
             return None;
@@ -452,7 +482,7 @@ impl FileTimeStats<'_> {
     }
 }
 
-impl PruningStatistics for FileTimeStats<'_> {
+impl PruningStatistics for FileStats<'_> {
     fn min_values(&self, column: &Column) -> Option<ArrayRef> {
         self.time_array(column, |f| f.min_time_ns)
     }
@@ -477,12 +507,19 @@ impl PruningStatistics for FileTimeStats<'_> {
         )))
     }
 
+    /// `false` for a file that holds none of `values` in `trace_id`, unknown otherwise.
     fn contained(
         &self,
-        _column: &Column,
-        _values: &std::collections::HashSet<ScalarValue>,
+        column: &Column,
+        values: &std::collections::HashSet<ScalarValue>,
     ) -> Option<BooleanArray> {
-        None
+        let trace_ids = self.trace_ids.filter(|_| column.name == col::TRACE_ID)?;
+        Some(
+            trace_ids
+                .iter()
+                .map(|ids| ids.may_hold_any(values.iter()).filter(|may| !may))
+                .collect(),
+        )
     }
 }
 

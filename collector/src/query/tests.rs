@@ -173,6 +173,49 @@ fn write_parquet(root: &Path, signal: Signal, file_name: &str, rows: &[Row]) -> 
     }
 }
 
+/// `batch` with `trace_id` replaced by `ids`, one per row.
+fn with_trace_ids(batch: RecordBatch, ids: &[String]) -> RecordBatch {
+    let schema = batch.schema();
+    let index = schema.index_of("trace_id").unwrap();
+    let mut columns = batch.columns().to_vec();
+    columns[index] = Arc::new(StringArray::from(ids.to_vec()));
+    RecordBatch::try_new(schema, columns).unwrap()
+}
+
+/// Writes `records` with the writer settings compaction uses (a `trace_id` bloom filter in
+/// every row group, two rows a row group).
+fn write_compacted(
+    dir: &Path,
+    signal: Signal,
+    file_name: &str,
+    records: &RecordBatch,
+) -> ParquetFile {
+    let options = crate::storage::parquet::ParquetOptions {
+        row_group_rows: 2,
+        zstd_level: 1,
+        encryption: None,
+    };
+    let path = dir.join(file_name);
+    let props = options.writer_properties(signal).unwrap();
+    let mut writer =
+        ArrowWriter::try_new(File::create(&path).unwrap(), records.schema(), Some(props)).unwrap();
+    writer.write(records).unwrap();
+    writer.close().unwrap();
+    let times = records
+        .column_by_name("time")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<TimestampNanosecondArray>()
+        .unwrap();
+    ParquetFile {
+        size_bytes: std::fs::metadata(&path).unwrap().len(),
+        path,
+        rows: records.num_rows() as u64,
+        min_time_ns: arrow::compute::min(times).unwrap(),
+        max_time_ns: arrow::compute::max(times).unwrap(),
+    }
+}
+
 struct Fixture {
     _dir: tempfile::TempDir,
     catalog: Arc<Catalog>,
@@ -277,6 +320,7 @@ fn config() -> QueryConfig {
         memory_limit_bytes: 256 * 1024 * 1024,
         max_result_rows: 10_000,
         threads: 2,
+        trace_filter_cache_bytes: 16 * 1024 * 1024,
     }
 }
 
@@ -536,6 +580,115 @@ async fn time_filters_are_exact_and_skipped_for_files_they_cover() {
     );
 }
 
+/// A lookup by trace id plans only the files whose bloom filters may hold the id (a file
+/// without filters always), answers as a full scan would, and reads each file's filters once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_lookups_plan_only_the_files_that_may_hold_the_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(Catalog::new());
+    let now = now_ns();
+    let records: Vec<Row> = (0..5)
+        .map(|i| row(now - (30 - i) * MINUTE_NS, "checkout", &[]))
+        .collect();
+    let ids =
+        |prefix: &str| -> Vec<String> { (0..5).map(|i| format!("{prefix}{i:030x}")).collect() };
+    let (a, b, wal) = (ids("aa"), ids("bb"), ids("cc"));
+    let file_a = write_compacted(
+        dir.path(),
+        Signal::Logs,
+        "a.parquet",
+        &with_trace_ids(batch(Signal::Logs, &records), &a),
+    );
+    let file_b = write_compacted(
+        dir.path(),
+        Signal::Logs,
+        "b.parquet",
+        &with_trace_ids(batch(Signal::Logs, &records), &b),
+    );
+    // Written without bloom filters: its trace ids are 1..=2 in hex.
+    let unfiltered = write_parquet(
+        dir.path(),
+        Signal::Logs,
+        "unfiltered.parquet",
+        &records[..2],
+    );
+    let (path_a, path_b) = (file_a.path.clone(), file_b.path.clone());
+    catalog.add_files(Signal::Logs, [file_a, file_b, unfiltered]);
+    catalog.add_memory(
+        Signal::Logs,
+        1,
+        with_trace_ids(batch(Signal::Logs, &records), &wal),
+    );
+    let engine = QueryEngine::new(Arc::clone(&catalog), config()).unwrap();
+
+    let count = |id_filter: String| format!("SELECT count(*) FROM logs WHERE {id_filter}");
+    let planned = |plan: &str| {
+        ["a.parquet", "b.parquet", "unfiltered.parquet"]
+            .into_iter()
+            .filter(|name| plan.contains(&format!("/{name}")))
+            .collect::<Vec<_>>()
+    };
+    let cases = [
+        (
+            format!("trace_id = '{}'", a[3]),
+            1,
+            vec!["a.parquet", "unfiltered.parquet"],
+        ),
+        (
+            format!("trace_id = '{}'", b[0]),
+            1,
+            vec!["b.parquet", "unfiltered.parquet"],
+        ),
+        (
+            format!("trace_id IN ('{}', '{}')", a[1], b[4]),
+            2,
+            vec!["a.parquet", "b.parquet", "unfiltered.parquet"],
+        ),
+        (
+            format!("trace_id = '{}'", wal[2]),
+            1,
+            vec!["unfiltered.parquet"],
+        ),
+        (
+            format!("trace_id = '{:032x}'", 2),
+            1,
+            vec!["unfiltered.parquet"],
+        ),
+        (
+            format!("trace_id = '{}' AND service = 'checkout'", a[0]),
+            1,
+            vec!["a.parquet", "unfiltered.parquet"],
+        ),
+        // Not a lookup: nothing to rule out.
+        (
+            format!("trace_id <> '{}'", a[0]),
+            16,
+            vec!["a.parquet", "b.parquet", "unfiltered.parquet"],
+        ),
+    ];
+    for (filter, expected, files) in cases {
+        let sql = count(filter);
+        assert_eq!(rows(&engine, &sql).await, vec![json!([expected])], "{sql}");
+        assert_eq!(planned(&explain(&engine, &sql).await), files, "{sql}");
+    }
+
+    // The filters stay in memory: with the files gone, a lookup that rules both out plans
+    // neither and is still answered. An engine that keeps none has to read them again.
+    std::fs::remove_file(&path_a).unwrap();
+    std::fs::remove_file(&path_b).unwrap();
+    let sql = count(format!("trace_id = '{}'", wal[0]));
+    assert_eq!(rows(&engine, &sql).await, vec![json!([1])]);
+    let uncached = QueryEngine::new(
+        catalog,
+        QueryConfig {
+            trace_filter_cache_bytes: 0,
+            ..config()
+        },
+    )
+    .unwrap();
+    assert!(uncached.execute(&sql).await.is_err(), "{sql} read no file");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_pruning_keeps_files_whose_range_overlaps() {
     let schema: SchemaRef = vigil_core::schema::logs_schema();
@@ -560,7 +713,7 @@ async fn file_pruning_keeps_files_whose_range_overlaps() {
     let time = || datafusion::logical_expr::col("time");
     let keep = |expr: datafusion::logical_expr::Expr| {
         let predicate = ctx.create_physical_expr(expr, &df_schema).unwrap();
-        provider::prune_files(files.clone(), Some(&predicate), &schema)
+        provider::prune_files(files.clone(), Some(&predicate), &schema, None)
             .unwrap()
             .iter()
             .map(|f| f.path.file_name().unwrap().to_str().unwrap().to_string())
