@@ -108,8 +108,10 @@ impl IngestHandle {
 
     /// Takes one of the bounded in-flight slots. Receivers call this when a request arrives,
     /// after authenticating it and before reading its body, so an overloaded Vigil refuses
-    /// work without buffering it. `caller` is the key id whose rate limits apply; `binding`
-    /// limits the services the records may claim.
+    /// work without buffering it: when every slot is taken, and when storage would refuse the
+    /// records anyway (behind or unwritable), which would otherwise be learnt only after
+    /// decoding and redacting them, the work a Vigil behind can least afford. `caller` is the
+    /// key id whose rate limits apply; `binding` limits the services the records may claim.
     pub fn admit(
         &self,
         signal: Signal,
@@ -117,6 +119,10 @@ impl IngestHandle {
         binding: Option<Binding>,
     ) -> Result<Admission, IngestError> {
         let inner = &self.inner;
+        inner
+            .appender
+            .accepting()
+            .map_err(|e| self.storage_refusal(signal, e))?;
         match inner.in_flight.clone().try_acquire_owned() {
             Ok(permit) => Ok(Admission {
                 _permit: permit,
@@ -146,6 +152,27 @@ impl IngestHandle {
             signal,
             caller: admission.caller.clone(),
         }
+    }
+
+    /// The answer to a request storage does not take, counted.
+    fn storage_refusal(&self, signal: Signal, err: AppendError) -> IngestError {
+        let inner = &self.inner;
+        let (reason, err) = match err {
+            AppendError::Overloaded => (
+                RejectReason::Overloaded,
+                IngestError::overloaded("storage is behind; retry later", inner.retry_after),
+            ),
+            AppendError::Unavailable(msg) => (
+                RejectReason::Unavailable,
+                IngestError::unavailable(msg, inner.retry_after),
+            ),
+        };
+        inner
+            .metrics
+            .rejected_requests
+            .with_label_values(&[signal.as_str(), reason.as_str()])
+            .inc();
+        err
     }
 
     fn count_rate_limited(&self, signal: Signal) {
@@ -185,13 +212,6 @@ impl IngestHandle {
         let signal = decoded.batch.signal();
         let inner = &self.inner;
         let metrics = &inner.metrics;
-        let refuse = |reason: RejectReason, err: IngestError| {
-            metrics
-                .rejected_requests
-                .with_label_values(&[signal.as_str(), reason.as_str()])
-                .inc();
-            err
-        };
         // Redaction is CPU work on whole batches: keep it off the runtime.
         let redactor = inner.redactor.clone();
         let binding = admission.binding.clone();
@@ -245,16 +265,11 @@ impl IngestHandle {
         if rows > 0 {
             // Detection sees what was stored, and never holds up the acknowledgement.
             let for_detector = batch.clone();
-            inner.appender.append(batch).await.map_err(|e| match e {
-                AppendError::Overloaded => refuse(
-                    RejectReason::Overloaded,
-                    IngestError::overloaded("storage is behind; retry later", inner.retry_after),
-                ),
-                AppendError::Unavailable(msg) => refuse(
-                    RejectReason::Unavailable,
-                    IngestError::unavailable(msg, inner.retry_after),
-                ),
-            })?;
+            inner
+                .appender
+                .append(batch)
+                .await
+                .map_err(|e| self.storage_refusal(signal, e))?;
             metrics.record_services(&for_detector);
             inner.detector.offer(for_detector);
             if let Some(redactions) = redactions {

@@ -52,11 +52,16 @@ impl Harness {
     }
 
     async fn with_config(ingest_config: IngestConfig) -> Self {
+        Self::with_storage(ingest_config, StorageConfig::default()).await
+    }
+
+    /// `storage_config` with its data directory replaced by a temporary one.
+    async fn with_storage(ingest_config: IngestConfig, storage_config: StorageConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Metrics::new().unwrap();
         let storage_config = StorageConfig {
             data_dir: dir.path().to_owned(),
-            ..StorageConfig::default()
+            ..storage_config
         };
         let m = metrics.clone();
         let storage = tokio::task::spawn_blocking(move || {
@@ -518,6 +523,56 @@ async fn http_overload_is_429_with_retry_after() {
     assert_eq!(json["code"], 8);
     // Counted once, by the pipeline.
     assert_eq!(h.rejected("logs", "overloaded"), 1);
+}
+
+/// Storage that would refuse the records refuses the request on arrival, before reading or
+/// decoding it: the requests that keep coming while Vigil is behind must not take the CPU it
+/// needs to catch up. Garbage sent then gets the storage answer, not the 400 decoding it would
+/// give.
+#[tokio::test]
+async fn requests_storage_would_refuse_are_refused_before_decoding() {
+    let h = Harness::with_storage(
+        IngestConfig {
+            max_body_bytes: 1024 * 1024,
+            ..IngestConfig::default()
+        },
+        StorageConfig {
+            // Every append closes its segment, and one segment waiting for compaction stops
+            // appends.
+            segment_max_bytes: 1,
+            max_pending_segments: 1,
+            ..StorageConfig::default()
+        },
+    )
+    .await;
+    // Compaction fails (in life, a full disk) and holds the segment back.
+    let parquet_root = h._dir.path().join("parquet");
+    std::fs::remove_dir_all(&parquet_root).unwrap();
+    std::fs::write(&parquet_root, b"not a directory").unwrap();
+    let body = logs(3).encode_to_vec();
+    let response = h.post("/v1/logs", Some(PROTOBUF), None, body).await;
+    assert_eq!(response.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while h.storage.appender().accepting().is_ok() {
+        assert!(Instant::now() < deadline, "compaction never held back");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let garbage = b"\xff\xff\xff not protobuf".to_vec();
+    let response = h.post("/v1/logs", Some(PROTOBUF), None, garbage).await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(response.headers()["connection"], "close");
+    let status = rpc_status(response).await;
+    assert!(status.message.contains("compaction"), "{status:?}");
+    assert_eq!(h.rejected("logs", "unavailable"), 1);
+    assert_eq!(h.rejected("logs", "undecodable"), 0);
+
+    let mut client = LogsServiceClient::connect(h.grpc.clone()).await.unwrap();
+    let err = client.export(logs(1)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(h.rejected("logs", "unavailable"), 2);
+    assert_eq!(h.rows(Table::Logs), 3);
 }
 
 /// One HTTP/1.1 exchange on a raw connection: the answer's head (lowercased), and whether the

@@ -141,6 +141,23 @@ impl Appender {
     /// Queues a batch for the WAL. Fails fast when storage is behind or unwritable; otherwise
     /// resolves once the batch is durable (per the sync policy) and visible to queries.
     pub async fn append(&self, batch: RedactedBatch) -> Result<(), AppendError> {
+        self.accepting()?;
+        let (done, wait) = oneshot::channel();
+        match self.appends.try_send(AppendRequest { batch, done }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(AppendError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(AppendError::Unavailable("vigil is shutting down".into()));
+            }
+        }
+        wait.await
+            .unwrap_or_else(|_| Err(AppendError::Unavailable("vigil is shutting down".into())))
+    }
+
+    /// Whether an append made now would be taken: not shutting down, the WAL writable and
+    /// compaction keeping up. Receivers ask before reading a request, so that a request storage
+    /// would refuse costs no decoding; [`Self::append`] asks again.
+    pub fn accepting(&self) -> Result<(), AppendError> {
         let s = &self.shared;
         if s.closing.load(Ordering::Acquire) {
             return Err(AppendError::Unavailable("vigil is shutting down".into()));
@@ -158,16 +175,7 @@ impl Appender {
             }
             return Err(AppendError::Overloaded);
         }
-        let (done, wait) = oneshot::channel();
-        match self.appends.try_send(AppendRequest { batch, done }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(AppendError::Overloaded),
-            Err(TrySendError::Disconnected(_)) => {
-                return Err(AppendError::Unavailable("vigil is shutting down".into()));
-            }
-        }
-        wait.await
-            .unwrap_or_else(|_| Err(AppendError::Unavailable("vigil is shutting down".into())))
+        Ok(())
     }
 
     /// [`Self::append`] for Vigil's own records (alerts, dead letters), which have no client
