@@ -2,7 +2,7 @@
 //! read-only rules, the wire formats and the HTTP API.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -180,40 +180,6 @@ fn with_trace_ids(batch: RecordBatch, ids: &[String]) -> RecordBatch {
     let mut columns = batch.columns().to_vec();
     columns[index] = Arc::new(StringArray::from(ids.to_vec()));
     RecordBatch::try_new(schema, columns).unwrap()
-}
-
-/// Writes `records` with the writer settings compaction uses (a `trace_id` bloom filter in
-/// every row group, two rows a row group).
-fn write_compacted(
-    dir: &Path,
-    signal: Signal,
-    file_name: &str,
-    records: &RecordBatch,
-) -> ParquetFile {
-    let options = crate::storage::parquet::ParquetOptions {
-        row_group_rows: 2,
-        zstd_level: 1,
-        encryption: None,
-    };
-    let path = dir.join(file_name);
-    let props = options.writer_properties(signal).unwrap();
-    let mut writer =
-        ArrowWriter::try_new(File::create(&path).unwrap(), records.schema(), Some(props)).unwrap();
-    writer.write(records).unwrap();
-    writer.close().unwrap();
-    let times = records
-        .column_by_name("time")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<TimestampNanosecondArray>()
-        .unwrap();
-    ParquetFile {
-        size_bytes: std::fs::metadata(&path).unwrap().len(),
-        path,
-        rows: records.num_rows() as u64,
-        min_time_ns: arrow::compute::min(times).unwrap(),
-        max_time_ns: arrow::compute::max(times).unwrap(),
-    }
 }
 
 struct Fixture {
@@ -593,18 +559,26 @@ async fn trace_lookups_plan_only_the_files_that_may_hold_the_trace() {
     let ids =
         |prefix: &str| -> Vec<String> { (0..5).map(|i| format!("{prefix}{i:030x}")).collect() };
     let (a, b, wal) = (ids("aa"), ids("bb"), ids("cc"));
-    let file_a = write_compacted(
-        dir.path(),
-        Signal::Logs,
-        "a.parquet",
-        &with_trace_ids(batch(Signal::Logs, &records), &a),
-    );
-    let file_b = write_compacted(
-        dir.path(),
-        Signal::Logs,
-        "b.parquet",
-        &with_trace_ids(batch(Signal::Logs, &records), &b),
-    );
+    // Compacted as segments 1 and 2 (a bloom filter on `trace_id` in every row group, two rows
+    // a row group), into one file each per hour the records span.
+    let options = crate::storage::parquet::ParquetOptions {
+        row_group_rows: 2,
+        zstd_level: 1,
+        encryption: None,
+    };
+    let compact = |segment: u64, ids: &[String]| {
+        let with_ids = with_trace_ids(batch(Signal::Logs, &records), ids);
+        crate::storage::parquet::write_segment(
+            dir.path(),
+            Signal::Logs,
+            segment,
+            &[with_ids],
+            &options,
+        )
+        .unwrap()
+    };
+    let (files_a, files_b) = (compact(1, &a), compact(2, &b));
+    let (name_a, name_b) = (format!("{:020}.parquet", 1), format!("{:020}.parquet", 2));
     // Written without bloom filters: its trace ids are 1..=2 in hex.
     let unfiltered = write_parquet(
         dir.path(),
@@ -612,8 +586,15 @@ async fn trace_lookups_plan_only_the_files_that_may_hold_the_trace() {
         "unfiltered.parquet",
         &records[..2],
     );
-    let (path_a, path_b) = (file_a.path.clone(), file_b.path.clone());
-    catalog.add_files(Signal::Logs, [file_a, file_b, unfiltered]);
+    let compacted: Vec<PathBuf> = files_a
+        .iter()
+        .chain(&files_b)
+        .map(|f| f.path.clone())
+        .collect();
+    catalog.add_files(
+        Signal::Logs,
+        files_a.into_iter().chain(files_b).chain([unfiltered]),
+    );
     catalog.add_memory(
         Signal::Logs,
         1,
@@ -623,7 +604,7 @@ async fn trace_lookups_plan_only_the_files_that_may_hold_the_trace() {
 
     let count = |id_filter: String| format!("SELECT count(*) FROM logs WHERE {id_filter}");
     let planned = |plan: &str| {
-        ["a.parquet", "b.parquet", "unfiltered.parquet"]
+        [name_a.as_str(), name_b.as_str(), "unfiltered.parquet"]
             .into_iter()
             .filter(|name| plan.contains(&format!("/{name}")))
             .collect::<Vec<_>>()
@@ -632,17 +613,17 @@ async fn trace_lookups_plan_only_the_files_that_may_hold_the_trace() {
         (
             format!("trace_id = '{}'", a[3]),
             1,
-            vec!["a.parquet", "unfiltered.parquet"],
+            vec![name_a.as_str(), "unfiltered.parquet"],
         ),
         (
             format!("trace_id = '{}'", b[0]),
             1,
-            vec!["b.parquet", "unfiltered.parquet"],
+            vec![name_b.as_str(), "unfiltered.parquet"],
         ),
         (
             format!("trace_id IN ('{}', '{}')", a[1], b[4]),
             2,
-            vec!["a.parquet", "b.parquet", "unfiltered.parquet"],
+            vec![name_a.as_str(), name_b.as_str(), "unfiltered.parquet"],
         ),
         (
             format!("trace_id = '{}'", wal[2]),
@@ -657,13 +638,13 @@ async fn trace_lookups_plan_only_the_files_that_may_hold_the_trace() {
         (
             format!("trace_id = '{}' AND service = 'checkout'", a[0]),
             1,
-            vec!["a.parquet", "unfiltered.parquet"],
+            vec![name_a.as_str(), "unfiltered.parquet"],
         ),
         // Not a lookup: nothing to rule out.
         (
             format!("trace_id <> '{}'", a[0]),
             16,
-            vec!["a.parquet", "b.parquet", "unfiltered.parquet"],
+            vec![name_a.as_str(), name_b.as_str(), "unfiltered.parquet"],
         ),
     ];
     for (filter, expected, files) in cases {
@@ -674,8 +655,9 @@ async fn trace_lookups_plan_only_the_files_that_may_hold_the_trace() {
 
     // The filters stay in memory: with the files gone, a lookup that rules both out plans
     // neither and is still answered. An engine that keeps none has to read them again.
-    std::fs::remove_file(&path_a).unwrap();
-    std::fs::remove_file(&path_b).unwrap();
+    for path in &compacted {
+        std::fs::remove_file(path).unwrap();
+    }
     let sql = count(format!("trace_id = '{}'", wal[0]));
     assert_eq!(rows(&engine, &sql).await, vec![json!([1])]);
     let uncached = QueryEngine::new(

@@ -131,30 +131,21 @@ impl TraceFilters {
     }
 
     /// The trace ids known of each of `files`, in order, reading the filters of those not in
-    /// memory. Blocking: file reads.
+    /// memory (once: concurrent lookups of a file wait for the one reading it). Blocking: file
+    /// reads.
     pub fn of(&self, files: &[Arc<ParquetFile>]) -> Vec<Arc<FileTraceIds>> {
+        let load = |file: &ParquetFile| Arc::new(read(&file.path));
         files
             .iter()
             .map(|file| match &self.cache {
-                Some(cache) => {
-                    let key = FileKey::of(file);
-                    match cache.get(&key) {
-                        Some(known) => known,
-                        None => {
-                            let known = Arc::new(read(&file.path));
-                            cache.insert(key, Arc::clone(&known));
-                            known
-                        }
-                    }
-                }
-                None => Arc::new(read(&file.path)),
+                Some(cache) => cache
+                    .get_or_insert_with(&FileKey::of(file), || {
+                        Ok::<_, std::convert::Infallible>(load(file))
+                    })
+                    .unwrap_or_else(|never| match never {}),
+                None => load(file),
             })
             .collect()
-    }
-
-    /// Bytes of filters held.
-    pub fn bytes(&self) -> u64 {
-        self.cache.as_ref().map_or(0, |c| c.weight())
     }
 }
 
