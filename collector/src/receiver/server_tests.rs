@@ -39,7 +39,7 @@ struct Harness {
     metrics: Metrics,
     storage: Storage,
     client: reqwest::Client,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Harness {
@@ -109,7 +109,7 @@ impl Harness {
             metrics,
             storage,
             client: reqwest::Client::new(),
-            _dir: dir,
+            dir,
         }
     }
 
@@ -546,7 +546,7 @@ async fn requests_storage_would_refuse_are_refused_before_decoding() {
     )
     .await;
     // Compaction fails (in life, a full disk) and holds the segment back.
-    let parquet_root = h._dir.path().join("parquet");
+    let parquet_root = h.dir.path().join("parquet");
     std::fs::remove_dir_all(&parquet_root).unwrap();
     std::fs::write(&parquet_root, b"not a directory").unwrap();
     let body = logs(3).encode_to_vec();

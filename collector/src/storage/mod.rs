@@ -193,11 +193,11 @@ impl Appender {
     }
 
     /// Accepting and able to write: what `/readyz` reports.
+    ///
+    /// Unlike [`Self::accepting`], a WAL failure counts until a write succeeds again, not only
+    /// for the back-off that lets appends probe it.
     pub fn is_ready(&self) -> bool {
-        let s = &self.shared;
-        !s.closing.load(Ordering::Acquire)
-            && s.wal_failed_at_ms.load(Ordering::Acquire) == 0
-            && s.pending_segments.load(Ordering::Acquire) < s.max_pending_segments
+        self.accepting().is_ok() && self.shared.wal_failed_at_ms.load(Ordering::Acquire) == 0
     }
 
     pub fn queue_depth(&self) -> usize {
