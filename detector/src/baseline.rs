@@ -3,15 +3,18 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::LazyLock;
 use std::time::Duration;
 
+use aho_corasick::AhoCorasick;
+use arrow::array::{Array, StringArray};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use vigil_core::Signal;
 use vigil_core::time::duration_ns;
 
 use crate::alert::{AlertKey, Candidate, Observation, Severity};
-use crate::view::BatchView;
+use crate::view::{BatchView, IntColumn};
 
 /// Tuning of the baselines (`[detector.baselines]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,6 +209,7 @@ impl Baselines {
             return;
         }
         let rows = view.len();
+        let columns = Columns::new(view);
         let mut row = 0;
         // Rows of one resource share a service; look the service up once per run.
         while row < rows {
@@ -219,7 +223,7 @@ impl Baselines {
                 Some(state) => {
                     state.last_seen_ns = now_ns;
                     for r in row..end {
-                        state.open.add(view, r, signal, config);
+                        state.open.add(&columns, r, config);
                     }
                 }
                 None => self.untracked_records += (end - row) as u64,
@@ -964,15 +968,81 @@ struct Bucket {
     sources: HashSet<u64>,
 }
 
-const STATUS_CODE: &[&str] = &["http.response.status_code", "http.status_code"];
-const REQUEST_SIZE: &[&str] = &["http.request.body.size", "http.request_content_length"];
-const RESPONSE_SIZE: &[&str] = &["http.response.body.size", "http.response_content_length"];
-const SOURCE_ADDRESS: &[&str] = &[
-    "client.address",
-    "source.address",
-    "net.peer.ip",
-    "network.peer.address",
-];
+/// The attributes a bucket reads, each under the semantic-convention names it has had (e.g.
+/// `http.response.status_code`, formerly `http.status_code`), preferred first.
+#[derive(Clone, Copy)]
+enum Field {
+    StatusCode,
+    RequestSize,
+    ResponseSize,
+    SourceAddress,
+}
+
+impl Field {
+    const COUNT: usize = 4;
+
+    /// The field `key` names and its preference among that field's names (0 first).
+    fn of(key: &str) -> Option<(Self, u8)> {
+        Some(match key {
+            "http.response.status_code" => (Self::StatusCode, 0),
+            "http.status_code" => (Self::StatusCode, 1),
+            "http.request.body.size" => (Self::RequestSize, 0),
+            "http.request_content_length" => (Self::RequestSize, 1),
+            "http.response.body.size" => (Self::ResponseSize, 0),
+            "http.response_content_length" => (Self::ResponseSize, 1),
+            "client.address" => (Self::SourceAddress, 0),
+            "source.address" => (Self::SourceAddress, 1),
+            "net.peer.ip" => (Self::SourceAddress, 2),
+            "network.peer.address" => (Self::SourceAddress, 3),
+            _ => return None,
+        })
+    }
+}
+
+/// The columns a bucket reads, found once per batch rather than by name on every row.
+struct Columns<'v, 'a> {
+    view: &'v BatchView<'a>,
+    signal: Signal,
+    severity: Option<IntColumn<'a>>,
+    /// Free text that may say an authentication failed: `body` and `event_name` of logs.
+    text: [Option<&'a StringArray>; 2],
+    kind: Option<&'a StringArray>,
+    status: Option<&'a StringArray>,
+    duration: Option<IntColumn<'a>>,
+}
+
+impl<'v, 'a> Columns<'v, 'a> {
+    fn new(view: &'v BatchView<'a>) -> Self {
+        Self {
+            view,
+            signal: view.signal(),
+            severity: view.int_column("severity_number"),
+            text: [view.str_column("body"), view.str_column("event_name")],
+            kind: view.str_column("kind"),
+            status: view.str_column("status_code"),
+            duration: view.int_column("duration_ns"),
+        }
+    }
+
+    /// Each [`Field`]'s value in `row`, in one pass over the row's attributes.
+    fn fields(&self, row: usize) -> [Option<&'a str>; Field::COUNT] {
+        let mut found: [Option<(u8, &'a str)>; Field::COUNT] = [None; Field::COUNT];
+        for (key, value) in self.view.attributes().entries(row) {
+            if let Some((field, rank)) = Field::of(key)
+                && let Some(slot) = found.get_mut(field as usize)
+                && slot.is_none_or(|(best, _)| rank < best)
+            {
+                *slot = Some((rank, value));
+            }
+        }
+        found.map(|f| f.map(|(_, value)| value))
+    }
+}
+
+fn str_at(column: Option<&StringArray>, row: usize) -> Option<&str> {
+    column.filter(|c| c.is_valid(row)).map(|c| c.value(row))
+}
+
 /// Log wording of a failed authentication, matched case-insensitively in `body` and `event_name`.
 const AUTH_FAILURE_WORDS: [&str; 7] = [
     "authentication failed",
@@ -983,35 +1053,45 @@ const AUTH_FAILURE_WORDS: [&str; 7] = [
     "access denied",
     "permission denied",
 ];
+/// All of [`AUTH_FAILURE_WORDS`] in one pass over a text.
+static AUTH_FAILURE: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(AUTH_FAILURE_WORDS)
+        .ok()
+});
 /// OTel `SeverityNumber` of `ERROR` and above.
 const SEVERITY_ERROR: i64 = 17;
 
 impl Bucket {
-    fn add(&mut self, view: &BatchView<'_>, row: usize, signal: Signal, config: &BaselineConfig) {
-        let status = view.first_attribute(row, STATUS_CODE).and_then(parse_int);
+    fn add(&mut self, columns: &Columns<'_, '_>, row: usize, config: &BaselineConfig) {
+        let [status, request_size, response_size, source_address] = columns.fields(row);
+        let status = status.and_then(parse_int);
         let mut error = status.is_some_and(|s| s >= 500);
         let mut auth_failure = matches!(status, Some(401 | 403));
         let mut source = false;
-        match signal {
+        match columns.signal {
             Signal::Logs => {
                 self.requests += 1;
-                error |= view
-                    .int(row, "severity_number")
+                error |= columns
+                    .severity
+                    .and_then(|c| c.get(row))
                     .is_some_and(|s| s >= SEVERITY_ERROR);
-                auth_failure |= ["body", "event_name"]
+                auth_failure |= columns
+                    .text
                     .iter()
-                    .any(|c| view.str(row, c).is_some_and(mentions_auth_failure));
+                    .any(|&c| str_at(c, row).is_some_and(mentions_auth_failure));
                 source = true;
             }
             Signal::Spans => {
-                let kind = view.str(row, "kind");
+                let kind = str_at(columns.kind, row);
                 let server = kind == Some("SERVER");
                 if server || kind == Some("CONSUMER") {
                     self.requests += 1;
                 }
-                error |= view.str(row, "status_code") == Some("ERROR");
+                error |= str_at(columns.status, row) == Some("ERROR");
                 if server {
-                    if let Some(d) = view.int(row, "duration_ns") {
+                    if let Some(d) = columns.duration.and_then(|c| c.get(row)) {
                         self.latency.add(d);
                     }
                     source = true;
@@ -1027,15 +1107,16 @@ impl Bucket {
         }
         self.errors += u64::from(error);
         self.auth_failures += u64::from(auth_failure);
-        for keys in [REQUEST_SIZE, RESPONSE_SIZE] {
-            let size = view.first_attribute(row, keys).and_then(parse_int);
-            self.bytes = self
-                .bytes
-                .saturating_add(size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0));
+        for size in [request_size, response_size] {
+            self.bytes = self.bytes.saturating_add(
+                size.and_then(parse_int)
+                    .and_then(|s| u64::try_from(s).ok())
+                    .unwrap_or(0),
+            );
         }
         if source
             && self.sources.len() < config.max_source_addresses
-            && let Some(address) = view.first_attribute(row, SOURCE_ADDRESS)
+            && let Some(address) = source_address
         {
             let mut h = DefaultHasher::new();
             address.hash(&mut h);
@@ -1069,13 +1150,15 @@ fn parse_int(s: &str) -> Option<i64> {
 }
 
 fn mentions_auth_failure(text: &str) -> bool {
-    let haystack = text.as_bytes();
-    AUTH_FAILURE_WORDS.iter().any(|word| {
-        let needle = word.as_bytes();
-        haystack
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
-    })
+    match &*AUTH_FAILURE {
+        Some(automaton) => automaton.is_match(text),
+        // Seven short words always build; were they refused, each is searched on its own.
+        None => AUTH_FAILURE_WORDS.iter().any(|word| {
+            text.as_bytes()
+                .windows(word.len())
+                .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+        }),
+    }
 }
 
 /// Durations in logarithmic bins 2% wide: bounded memory, quantiles within about 1%.
@@ -1483,6 +1566,32 @@ mod tests {
             "client span ignored, one address twice"
         );
         assert_eq!(open.latency.count, 1);
+    }
+
+    /// Where a record carries an attribute under both its current and its former name, the
+    /// current one counts, whichever comes first in the record.
+    #[test]
+    fn current_attribute_names_win_over_former_ones() {
+        let both = EventSpec::span("svc", "POST /upload", "SERVER")
+            .attr("http.status_code", 200)
+            .attr("http.request_content_length", 5)
+            .attr("http.response.status_code", 503)
+            .attr("http.request.body.size", 700)
+            .attr("network.peer.address", "192.0.2.7")
+            .attr("client.address", "198.51.100.1");
+        let former_only = EventSpec::span("svc", "POST /upload", "SERVER")
+            .attr("http.status_code", 401)
+            .attr("http.response_content_length", 11)
+            .attr("network.peer.address", "192.0.2.7");
+        let spans = Redactor::disabled()
+            .apply(synthetic::batch(&[both, former_only], T0).expect("batch"))
+            .expect("redact");
+        let mut b = Baselines::new(BaselineConfig::default());
+        b.observe(&BatchView::new(&spans).expect("view"), T0);
+        let open = &b.services.get("svc").expect("tracked").open;
+        assert_eq!((open.errors, open.auth_failures), (1, 1), "503 and 401");
+        assert_eq!(open.bytes, 711);
+        assert_eq!(open.sources.len(), 2, "198.51.100.1 and 192.0.2.7");
     }
 
     #[test]

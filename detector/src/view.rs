@@ -81,17 +81,16 @@ impl<'a> BatchView<'a> {
     }
     /// An integer column (`severity_number`, `duration_ns`) widened to i64.
     pub fn int(&self, row: usize, name: &str) -> Option<i64> {
-        let column = self.records.column_by_name(name)?;
-        if !column.is_valid(row) {
-            return None;
+        self.int_column(name)?.get(row)
+    }
+    /// An integer column by name, `None` if the signal has no such column. For per-row
+    /// reads in a loop: the name is looked up once.
+    pub fn int_column(&self, name: &str) -> Option<IntColumn<'a>> {
+        let column = self.records.column_by_name(name)?.as_any();
+        if let Some(c) = column.downcast_ref::<Int64Array>() {
+            return Some(IntColumn::I64(c));
         }
-        if let Some(c) = column.as_any().downcast_ref::<Int64Array>() {
-            return Some(c.value(row));
-        }
-        column
-            .as_any()
-            .downcast_ref::<Int32Array>()
-            .map(|c| i64::from(c.value(row)))
+        column.downcast_ref::<Int32Array>().map(IntColumn::I32)
     }
     /// `attributes[key]` of `row`.
     pub fn attribute(&self, row: usize, key: &str) -> Option<&'a str> {
@@ -114,6 +113,23 @@ impl<'a> BatchView<'a> {
     }
     pub fn records(&self) -> &'a RecordBatch {
         self.records
+    }
+}
+
+/// An `int32` or `int64` column, read as i64.
+#[derive(Clone, Copy)]
+pub enum IntColumn<'a> {
+    I32(&'a Int32Array),
+    I64(&'a Int64Array),
+}
+
+impl IntColumn<'_> {
+    /// The value of `row`; `None` when null.
+    pub fn get(self, row: usize) -> Option<i64> {
+        match self {
+            Self::I32(c) => c.is_valid(row).then(|| i64::from(c.value(row))),
+            Self::I64(c) => c.is_valid(row).then(|| c.value(row)),
+        }
     }
 }
 
