@@ -7,6 +7,7 @@ mod format;
 pub mod fuzzing;
 mod guard;
 mod http;
+mod parse;
 mod provider;
 mod trace_filters;
 
@@ -396,8 +397,8 @@ impl Drop for AbortOnDrop {
 
 async fn plan(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan, QueryError> {
     let state = ctx.state();
-    let dialect = state.config().options().sql_parser.dialect;
-    let statement = state.sql_to_statement(sql, &dialect).map_err(classify)?;
+    let recursion_limit = state.config().options().sql_parser.recursion_limit.get();
+    let statement = parse::parse_statement(sql, recursion_limit)?;
     guard::check_statement(&statement).map_err(QueryError::Refused)?;
     let plan = state.statement_to_plan(statement).await.map_err(classify)?;
     guard::check_plan(&plan).map_err(QueryError::Refused)?;
