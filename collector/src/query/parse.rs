@@ -15,7 +15,6 @@
 
 use std::cell::Cell;
 
-use datafusion::error::DataFusionError;
 use datafusion::sql::parser::{DFParserBuilder, Statement};
 use datafusion::sql::sqlparser::ast::Expr;
 use datafusion::sql::sqlparser::dialect::{Dialect, GenericDialect};
@@ -45,8 +44,7 @@ pub(crate) fn parse_statement(sql: &str, recursion_limit: usize) -> Result<State
             sql.len()
         )));
     }
-    let mut statements =
-        parsed.map_err(|e| QueryError::Invalid(DataFusionError::from(e).strip_backtrace()))?;
+    let mut statements = parsed.map_err(|e| QueryError::Invalid(e.strip_backtrace()))?;
     match (statements.pop_front(), statements.is_empty()) {
         (Some(statement), true) => Ok(statement),
         (Some(_), false) => Err(QueryError::Invalid(
@@ -76,7 +74,8 @@ impl BoundedDialect {
     }
 
     /// Parser steps so far.
-    pub(crate) fn steps(&self) -> usize {
+    #[cfg(test)]
+    fn steps(&self) -> usize {
         self.steps.get()
     }
 
