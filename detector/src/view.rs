@@ -100,11 +100,6 @@ impl<'a> BatchView<'a> {
     pub fn resource(&self, row: usize, key: &str) -> Option<&'a str> {
         self.resource.get(row, key)
     }
-    /// The first of `keys` present in the row's attributes (semantic-convention names change
-    /// between versions, e.g. `http.response.status_code` and `http.status_code`).
-    pub fn first_attribute(&self, row: usize, keys: &[&str]) -> Option<&'a str> {
-        keys.iter().find_map(|k| self.attribute(row, k))
-    }
     pub fn attributes(&self) -> &MapColumn<'a> {
         &self.attributes
     }
