@@ -70,14 +70,14 @@ pub(crate) fn parse_statement(sql: &str, recursion_limit: usize) -> Result<State
 
 /// The generic dialect, counting the parser's steps.
 #[derive(Debug)]
-pub(crate) struct BoundedDialect {
+struct BoundedDialect {
     inner: GenericDialect,
     budget: usize,
     steps: Cell<usize>,
 }
 
 impl BoundedDialect {
-    pub(crate) fn new(budget: usize) -> Self {
+    fn new(budget: usize) -> Self {
         Self {
             inner: GenericDialect {},
             budget,
