@@ -1002,7 +1002,6 @@ impl Field {
 /// The columns a bucket reads, found once per batch rather than by name on every row.
 struct Columns<'v, 'a> {
     view: &'v BatchView<'a>,
-    signal: Signal,
     severity: Option<IntColumn<'a>>,
     /// Free text that may say an authentication failed: `body` and `event_name` of logs.
     text: [Option<&'a StringArray>; 2],
@@ -1015,7 +1014,6 @@ impl<'v, 'a> Columns<'v, 'a> {
     fn new(view: &'v BatchView<'a>) -> Self {
         Self {
             view,
-            signal: view.signal(),
             severity: view.int_column("severity_number"),
             text: [view.str_column("body"), view.str_column("event_name")],
             kind: view.str_column("kind"),
@@ -1070,7 +1068,7 @@ impl Bucket {
         let mut error = status.is_some_and(|s| s >= 500);
         let mut auth_failure = matches!(status, Some(401 | 403));
         let mut source = false;
-        match columns.signal {
+        match columns.view.signal() {
             Signal::Logs => {
                 self.requests += 1;
                 error |= columns
