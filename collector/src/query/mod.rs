@@ -9,6 +9,7 @@ mod guard;
 mod http;
 mod parse;
 mod provider;
+mod topk;
 mod trace_filters;
 
 #[cfg(test)]
@@ -194,6 +195,17 @@ pub enum OutputFormat {
     Arrow,
 }
 
+/// A session on `config` and `runtime` with DataFusion's defaults and Vigil's own plan rules.
+fn context(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionContext {
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(topk::TopKByTime))
+        .build();
+    SessionContext::new_with_state(state)
+}
+
 impl QueryEngine {
     pub fn new(catalog: Arc<Catalog>, config: QueryConfig) -> Result<Self, QueryError> {
         let mut session = SessionConfig::new()
@@ -215,7 +227,7 @@ impl QueryEngine {
             )
             .build_arc()
             .map_err(|e| QueryError::Internal(format!("cannot build the query runtime: {e}")))?;
-        let ctx = SessionContext::new_with_config_rt(session, runtime);
+        let ctx = context(session, runtime);
         let trace_filters = Arc::new(TraceFilters::new(config.trace_filter_cache_bytes));
         for signal in Signal::ALL {
             let table = SignalTable::new(signal, Arc::clone(&catalog), Arc::clone(&trace_filters));
@@ -319,7 +331,7 @@ impl QueryEngine {
         }
         // Not derived from `base`: that would share its catalog, and these tables would
         // replace those of every other query.
-        let ctx = SessionContext::new_with_config_rt(self.base.config().clone(), runtime);
+        let ctx = context(self.base.config().clone(), runtime);
         for signal in Signal::ALL {
             let name = signal.as_str();
             let table: Arc<dyn TableProvider> = Arc::new(SignalTable::new(

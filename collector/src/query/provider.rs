@@ -13,13 +13,14 @@
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, TimestampNanosecondArray, UInt64Array};
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::pruning::PruningStatistics;
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
-use datafusion::common::{Column, DFSchema, ScalarValue};
+use datafusion::common::{Column, DFSchema, ScalarValue, Statistics};
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
@@ -182,7 +183,7 @@ impl SignalTable {
         if files.is_empty() {
             return Ok(None);
         }
-        let groups = file_groups(files, state.config().target_partitions())?;
+        let groups = file_groups(files, state.config().target_partitions(), &self.schema)?;
         // Row-group and page pruning inside the kept files needs no predicate here: DataFusion's
         // physical filter pushdown hands the FilterExec above the union to the ParquetSource.
         let mut source = ParquetSource::new(Arc::clone(&self.schema));
@@ -441,16 +442,9 @@ fn may_match(
     else {
         return Ok(None);
     };
-    let time_type = schema
-        .field_with_name(col::TIME)
-        .map(|f| f.data_type().clone())
-        .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?;
     let stats = FileStats {
         files,
-        time_zone: match time_type {
-            DataType::Timestamp(_, tz) => tz,
-            _ => None,
-        },
+        time_zone: time_zone(schema)?,
         trace_ids: trace_ids.filter(|ids| ids.len() == files.len()),
     };
     let keep = pruning.prune(&stats)?;
@@ -523,32 +517,83 @@ impl PruningStatistics for FileStats<'_> {
     }
 }
 
-/// Spreads files over at most `target` groups of similar total size (largest first).
-fn file_groups(files: Vec<Arc<ParquetFile>>, target: usize) -> Result<Vec<FileGroup>> {
+/// Spreads files over at most `target` groups of similar total size, newest first: the files
+/// ordered by time, descending, cut into consecutive runs. DataFusion's scan streams take their
+/// files from one queue, the groups in order, so the newest files are read first and a query
+/// for the latest rows (`ORDER BY time DESC LIMIT n`) ends early: once its top n are found, the
+/// threshold it hands down to the scan rules out every older file on the time range the file
+/// carries (see [`file_statistics`]), before opening it or while reading it.
+fn file_groups(files: Files, target: usize, schema: &SchemaRef) -> Result<Vec<FileGroup>> {
     let n = target.clamp(1, files.len().max(1));
     let mut files = files;
     files.sort_by(|a, b| {
-        b.size_bytes
-            .cmp(&a.size_bytes)
+        b.max_time_ns
+            .cmp(&a.max_time_ns)
+            .then_with(|| b.min_time_ns.cmp(&a.min_time_ns))
             .then_with(|| a.path.cmp(&b.path))
     });
-    let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); n];
+    let total = files.iter().map(|f| f.size_bytes).sum::<u64>().max(1);
+    let groups_count = u64::try_from(n).unwrap_or(u64::MAX);
+    let time_zone = time_zone(schema)?;
+    let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); n];
+    // Bytes of the files placed so far: a file goes to the group whose share it starts in.
+    let mut placed = 0u64;
     for file in files {
+        let share = placed.saturating_mul(groups_count) / total;
+        placed = placed.saturating_add(file.size_bytes);
         let location = ObjectPath::from_absolute_path(&file.path).map_err(|e| {
             DataFusionError::Internal(format!(
                 "parquet file path {} is not usable: {e}",
                 file.path.display()
             ))
         })?;
-        let partitioned = PartitionedFile::new(location.to_string(), file.size_bytes);
-        if let Some(group) = groups.iter_mut().min_by_key(|(bytes, _)| *bytes) {
-            group.0 += file.size_bytes;
-            group.1.push(partitioned);
+        let partitioned = PartitionedFile::new(location.to_string(), file.size_bytes)
+            .with_statistics(Arc::new(file_statistics(&file, schema, time_zone.as_ref())));
+        let index = usize::try_from(share).map_or(n - 1, |share| share.min(n - 1));
+        if let Some(group) = groups.get_mut(index) {
+            group.push(partitioned);
         }
     }
     Ok(groups
         .into_iter()
-        .filter(|(_, files)| !files.is_empty())
-        .map(|(_, files)| FileGroup::new(files))
+        .filter(|files| !files.is_empty())
+        .map(FileGroup::new)
         .collect())
+}
+
+/// What the catalog knows of `file` in DataFusion's terms: its row count and its exact `time`
+/// range (both from the file's footer), nothing of the other columns. Only the scan's pruning
+/// reads them; the plan's statistics are left unknown.
+fn file_statistics(
+    file: &ParquetFile,
+    schema: &SchemaRef,
+    time_zone: Option<&Arc<str>>,
+) -> Statistics {
+    let mut stats = Statistics::new_unknown(schema);
+    stats.num_rows = usize::try_from(file.rows).map_or(Precision::Absent, Precision::Exact);
+    let time = schema
+        .index_of(col::TIME)
+        .ok()
+        .and_then(|index| stats.column_statistics.get_mut(index));
+    if let Some(time) = time {
+        let at = |ns| ScalarValue::TimestampNanosecond(Some(ns), time_zone.cloned());
+        time.min_value = Precision::Exact(at(file.min_time_ns));
+        time.max_value = Precision::Exact(at(file.max_time_ns));
+        // `time` is non-nullable in every table's schema (see `SignalTable::applies_itself`).
+        time.null_count = Precision::Exact(0);
+    }
+    stats
+}
+
+/// The time zone of the `time` column's nanosecond timestamps.
+fn time_zone(schema: &SchemaRef) -> Result<Option<Arc<str>>> {
+    let field = schema
+        .field_with_name(col::TIME)
+        .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?;
+    match field.data_type() {
+        DataType::Timestamp(TimeUnit::Nanosecond, tz) => Ok(tz.clone()),
+        other => Err(DataFusionError::Internal(format!(
+            "the time column is {other}, not a nanosecond timestamp"
+        ))),
+    }
 }

@@ -671,6 +671,79 @@ async fn trace_lookups_plan_only_the_files_that_may_hold_the_trace() {
     assert!(uncached.execute(&sql).await.is_err(), "{sql} read no file");
 }
 
+/// `ORDER BY time DESC LIMIT n` reads the newest files first and rules out the older ones once
+/// it has its n rows; `ASC` the other way round. The older files are the larger ones here, so
+/// an order by size, or the newest-first order for `ASC`, would rule out nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_rows_by_time_end_the_scan_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(Catalog::new());
+    let now = now_ns();
+    const FILES: i64 = 12;
+    // A file per hour, `hours + 2` rows each, every other one of user u1.
+    let mut u1_times = Vec::new();
+    let files: Vec<ParquetFile> = (1..=FILES)
+        .map(|hours| {
+            let rows: Vec<Row> = (0..hours + 2)
+                .map(|k| {
+                    let time_ns = now - hours * HOUR_NS + k * MINUTE_NS;
+                    let user = if k % 2 == 0 { "u1" } else { "u2" };
+                    if user == "u1" {
+                        u1_times.push(time_ns);
+                    }
+                    row(time_ns, "checkout", &[("user", user)])
+                })
+                .collect();
+            write_parquet(
+                dir.path(),
+                Signal::Logs,
+                &format!("{hours:02}h.parquet"),
+                &rows,
+            )
+        })
+        .collect();
+    catalog.add_files(Signal::Logs, files);
+    let engine = QueryEngine::new(Arc::clone(&catalog), config()).unwrap();
+    let time_text = |ns: &i64| {
+        Utc.timestamp_nanos(*ns)
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+    };
+    let metric =
+        regex::Regex::new(r"files_ranges_pruned_statistics=(\d+) total → (\d+) matched").unwrap();
+    u1_times.sort_unstable();
+
+    for order in ["DESC", "ASC"] {
+        let sql = format!(
+            "SELECT time FROM logs WHERE attributes['user'] = 'u1' ORDER BY time {order} LIMIT 3"
+        );
+        let mut expected = u1_times.clone();
+        if order == "DESC" {
+            expected.reverse();
+        }
+        let expected: Vec<Value> = expected[..3]
+            .iter()
+            .map(|t| json!([time_text(t)]))
+            .collect();
+        assert_eq!(rows(&engine, &sql).await, expected, "{sql}");
+
+        // Two scan streams, each a file ahead at most, before the first rows rule out the rest.
+        let analyzed = rows(&engine, &format!("EXPLAIN ANALYZE {sql}"))
+            .await
+            .iter()
+            .map(|row| row[1].as_str().unwrap_or_default().to_owned())
+            .collect::<String>();
+        let counts = metric
+            .captures(&analyzed)
+            .unwrap_or_else(|| panic!("no file pruning metric in {analyzed}"));
+        assert_eq!(&counts[1], FILES.to_string(), "{analyzed}");
+        let opened: i64 = counts[2].parse().unwrap();
+        assert!(
+            opened <= 4,
+            "{sql}: {opened} of {FILES} files read: {analyzed}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_pruning_keeps_files_whose_range_overlaps() {
     let schema: SchemaRef = vigil_core::schema::logs_schema();
