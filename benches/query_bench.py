@@ -30,7 +30,7 @@ queries answered by Vigil no slower than by DuckDB reading the same Parquet file
 
 The queries use the same SQL text on both engines (only timestamps are written as literals):
 count by service over the whole day, top source addresses of 401s in one hour, a trace looked up
-by id in logs and in spans, one user's latest requests (an attribute filter), and p95 latency
+by id in logs and in spans, one user's latest requests and their count per service (an attribute filter), and p95 latency
 per service from server spans and from the access logs' `http.server.request.duration`.
 Attribute access is `attributes['key']` on the `map<string,string>` column in both engines.
 Source addresses are pseudonyms (the redactor hashes IPv4 addresses before storage).
@@ -340,6 +340,13 @@ def queries(plan: LoadPlan, picks: dict) -> list[Query]:
             "attributes['url.path'] AS path, attributes['http.response.status_code'] AS status "
             f"FROM logs WHERE {day} AND attributes['user.id'] = '{picks['user_id']}' "
             "ORDER BY time DESC LIMIT 100",
+        ),
+        Query(
+            "attribute_count_user_day",
+            "one user's requests per service over the day (the same filter, every match counted)",
+            "SELECT service, count(*) AS n "
+            f"FROM logs WHERE {day} AND attributes['user.id'] = '{picks['user_id']}' "
+            "GROUP BY service ORDER BY service",
         ),
         Query(
             "p95_latency_spans_day",
