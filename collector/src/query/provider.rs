@@ -199,9 +199,7 @@ impl SignalTable {
                 .with_projection_indices(projection.cloned())?
                 .with_limit(limit)
                 .build();
-        let mut options = state.default_table_options().parquet;
-        options.global.pushdown_filters = reads_costly_columns(&self.schema, projection);
-        let format = ParquetFormat::new().with_options(options);
+        let format = ParquetFormat::new().with_options(state.default_table_options().parquet);
         Ok(Some(format.create_physical_plan(state, config).await?))
     }
 
@@ -334,27 +332,6 @@ impl TableProvider for SignalTable {
             }
         }
         union(inputs, &self.schema, projection)
-    }
-}
-
-/// Whether a scan of `projection` reads a column that is costly to decode: an attribute map,
-/// a log body, a span's events or links (`None` reads them all). Only such a scan evaluates
-/// its filters while decoding, on the filter columns first, and decodes the other columns only
-/// for the rows that pass: a trace lookup then skips decoding the bodies and maps of every
-/// other row of its files. A scan of only ids, names, times and numbers decodes every row and
-/// filters after: two passes over cheap columns cost more than they save when many rows pass
-/// (a fifth more for the server spans of a day, `kind = 'SERVER'`, half of them).
-fn reads_costly_columns(schema: &SchemaRef, projection: Option<&Vec<usize>>) -> bool {
-    let costly = |field: &arrow::datatypes::Field| {
-        matches!(field.data_type(), DataType::Map(..))
-            || matches!(field.name().as_str(), "body" | "events" | "links")
-    };
-    match projection {
-        None => schema.fields().iter().any(|f| costly(f)),
-        Some(indices) => indices
-            .iter()
-            .filter_map(|&i| schema.fields().get(i))
-            .any(|f| costly(f)),
     }
 }
 

@@ -384,7 +384,7 @@ async fn attribute_map_indexing_filters_and_projects() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scans_of_bodies_filter_rows_before_decoding_the_other_columns() {
+async fn parquet_scans_filter_rows_before_decoding_the_other_columns() {
     let fx = fixture();
     let engine = engine(&fx);
     // The second row of each file and of each WAL batch.
@@ -409,29 +409,6 @@ async fn scans_of_bodies_filter_rows_before_decoding_the_other_columns() {
         .map(|row| row[1].as_str().unwrap_or_default().to_owned())
         .collect::<String>();
     assert!(analyzed.contains("pushdown_rows_pruned=3,"), "{analyzed}");
-
-    // A scan of cheap columns only decodes them all and filters after: same rows, nothing
-    // dropped inside the reader.
-    let narrow = format!(
-        "SELECT service, span_id FROM logs WHERE trace_id = '{:032x}' ORDER BY time",
-        2
-    );
-    assert_eq!(
-        rows(&engine, &narrow).await,
-        vec![
-            json!(["auth", format!("{:016x}", 2)]),
-            json!(["checkout", format!("{:016x}", 2)]),
-            json!(["payments", format!("{:016x}", 2)]),
-            json!(["checkout", format!("{:016x}", 2)]),
-        ]
-    );
-    let analyzed = rows(&engine, &format!("EXPLAIN ANALYZE {narrow}"))
-        .await
-        .iter()
-        .map(|row| row[1].as_str().unwrap_or_default().to_owned())
-        .collect::<String>();
-    assert!(analyzed.contains("pushdown_rows_pruned=0,"), "{analyzed}");
-    assert!(analyzed.contains("FilterExec"), "{analyzed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
