@@ -703,6 +703,20 @@ async fn top_rows_by_time_end_the_scan_early() {
         })
         .collect();
     catalog.add_files(Signal::Logs, files);
+    // The newest rows are still in the WAL: one of u1 among them.
+    let wal = [now - 2 * MINUTE_NS, now - MINUTE_NS];
+    u1_times.push(wal[0]);
+    catalog.add_memory(
+        Signal::Logs,
+        1,
+        batch(
+            Signal::Logs,
+            &[
+                row(wal[0], "checkout", &[("user", "u1")]),
+                row(wal[1], "checkout", &[("user", "u2")]),
+            ],
+        ),
+    );
     let engine = QueryEngine::new(Arc::clone(&catalog), config()).unwrap();
     let time_text = |ns: &i64| {
         Utc.timestamp_nanos(*ns)
