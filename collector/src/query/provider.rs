@@ -6,6 +6,11 @@
 //! query over a day of hour partitions does not decode and compare the `time` of every row.
 //! Files the range cuts through, and the WAL batches, are filtered as usual.
 //!
+//! Files are read newest first, each with its row count and time range as statistics, so a
+//! query for the latest rows (`ORDER BY time DESC LIMIT n`) ends once it has them: the top-n
+//! sort's threshold rules out the older files unread (and `topk` turns the order round for
+//! `ASC`).
+//!
 //! A filter naming trace ids (`trace_id = '…'`, `trace_id IN (…)`) leaves out the files whose
 //! `trace_id` bloom filters hold none of them, so a lookup plans the few files of its trace
 //! rather than every file of the range (see `trace_filters`).
@@ -571,16 +576,17 @@ fn file_statistics(
 ) -> Statistics {
     let mut stats = Statistics::new_unknown(schema);
     stats.num_rows = usize::try_from(file.rows).map_or(Precision::Absent, Precision::Exact);
-    let time = schema
-        .index_of(col::TIME)
-        .ok()
-        .and_then(|index| stats.column_statistics.get_mut(index));
-    if let Some(time) = time {
+    let Some((index, field)) = schema.column_with_name(col::TIME) else {
+        return stats;
+    };
+    if let Some(time) = stats.column_statistics.get_mut(index) {
         let at = |ns| ScalarValue::TimestampNanosecond(Some(ns), time_zone.cloned());
         time.min_value = Precision::Exact(at(file.min_time_ns));
         time.max_value = Precision::Exact(at(file.max_time_ns));
-        // `time` is non-nullable in every table's schema (see `SignalTable::applies_itself`).
-        time.null_count = Precision::Exact(0);
+        // The catalog counts no nulls: only a non-nullable `time` is known to have none.
+        if !field.is_nullable() {
+            time.null_count = Precision::Exact(0);
+        }
     }
     stats
 }
