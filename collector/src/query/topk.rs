@@ -104,8 +104,12 @@ fn feed(
         )?));
     }
     if let Some(scan) = plan.downcast_ref::<DataSourceExec>() {
+        // A scan that promises an order (Vigil's do not) or keeps its files in order is left
+        // as it is: the reversal would break the promise.
         let files = scan.data_source().downcast_ref::<FileScanConfig>();
-        let Some(files) = files.filter(|_| oldest_first) else {
+        let Some(files) = files.filter(|files| {
+            oldest_first && files.output_ordering.is_empty() && !files.preserve_order
+        }) else {
             return Ok(Transformed::no(plan));
         };
         // Scan streams take their files from the groups in order: reversing the groups and
