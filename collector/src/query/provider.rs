@@ -539,7 +539,6 @@ fn file_groups(files: Files, target: usize, schema: &SchemaRef) -> Result<Vec<Fi
     });
     let total = files.iter().map(|f| f.size_bytes).sum::<u64>().max(1);
     let groups_count = u64::try_from(n).unwrap_or(u64::MAX);
-    let time_zone = time_zone(schema)?;
     let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); n];
     // Bytes of the files placed so far: a file goes to the group whose share it starts in.
     let mut placed = 0u64;
@@ -553,7 +552,7 @@ fn file_groups(files: Files, target: usize, schema: &SchemaRef) -> Result<Vec<Fi
             ))
         })?;
         let partitioned = PartitionedFile::new(location.to_string(), file.size_bytes)
-            .with_statistics(Arc::new(file_statistics(&file, schema, time_zone.as_ref())));
+            .with_statistics(Arc::new(file_statistics(&file, schema)));
         let index = usize::try_from(share).map_or(n - 1, |share| share.min(n - 1));
         if let Some(group) = groups.get_mut(index) {
             group.push(partitioned);
@@ -569,18 +568,17 @@ fn file_groups(files: Files, target: usize, schema: &SchemaRef) -> Result<Vec<Fi
 /// What the catalog knows of `file` in DataFusion's terms: its row count and its exact `time`
 /// range (both from the file's footer), nothing of the other columns. Only the scan's pruning
 /// reads them; the plan's statistics are left unknown.
-fn file_statistics(
-    file: &ParquetFile,
-    schema: &SchemaRef,
-    time_zone: Option<&Arc<str>>,
-) -> Statistics {
+fn file_statistics(file: &ParquetFile, schema: &SchemaRef) -> Statistics {
     let mut stats = Statistics::new_unknown(schema);
     stats.num_rows = usize::try_from(file.rows).map_or(Precision::Absent, Precision::Exact);
     let Some((index, field)) = schema.column_with_name(col::TIME) else {
         return stats;
     };
+    let DataType::Timestamp(TimeUnit::Nanosecond, time_zone) = field.data_type() else {
+        return stats;
+    };
     if let Some(time) = stats.column_statistics.get_mut(index) {
-        let at = |ns| ScalarValue::TimestampNanosecond(Some(ns), time_zone.cloned());
+        let at = |ns| ScalarValue::TimestampNanosecond(Some(ns), time_zone.clone());
         time.min_value = Precision::Exact(at(file.min_time_ns));
         time.max_value = Precision::Exact(at(file.max_time_ns));
         // The catalog counts no nulls: only a non-nullable `time` is known to have none.
