@@ -314,6 +314,15 @@ async fn explain(engine: &QueryEngine, sql: &str) -> String {
     render_table(&result)
 }
 
+/// The plan of `sql` with the metrics of running it, as one string.
+async fn explain_analyze(engine: &QueryEngine, sql: &str) -> String {
+    rows(engine, &format!("EXPLAIN ANALYZE {sql}"))
+        .await
+        .iter()
+        .map(|row| row[1].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_files_and_memory_together_without_gaps_or_duplicates() {
     let fx = fixture();
@@ -403,11 +412,7 @@ async fn parquet_scans_filter_rows_before_decoding_the_other_columns() {
     );
     // The other three file rows were dropped by the Parquet reader itself, before their
     // `service` and `body` were decoded.
-    let analyzed = rows(&engine, &format!("EXPLAIN ANALYZE {sql}"))
-        .await
-        .iter()
-        .map(|row| row[1].as_str().unwrap_or_default().to_owned())
-        .collect::<String>();
+    let analyzed = explain_analyze(&engine, &sql).await;
     assert!(analyzed.contains("pushdown_rows_pruned=3,"), "{analyzed}");
 }
 
@@ -741,11 +746,7 @@ async fn top_rows_by_time_end_the_scan_early() {
         assert_eq!(rows(&engine, &sql).await, expected, "{sql}");
 
         // Two scan streams, each a file ahead at most, before the first rows rule out the rest.
-        let analyzed = rows(&engine, &format!("EXPLAIN ANALYZE {sql}"))
-            .await
-            .iter()
-            .map(|row| row[1].as_str().unwrap_or_default().to_owned())
-            .collect::<String>();
+        let analyzed = explain_analyze(&engine, &sql).await;
         let counts = metric
             .captures(&analyzed)
             .unwrap_or_else(|| panic!("no file pruning metric in {analyzed}"));
