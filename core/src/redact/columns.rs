@@ -252,13 +252,42 @@ impl<'a> Ctx<'a> {
         let mut to_gate: Vec<&str> = Vec::new();
         // Per entry: its key decision, and for a kept value its place in `to_gate`.
         let mut plan: Vec<(KeyDecision, Option<usize>)> = Vec::with_capacity(keys.len());
+        let first = offsets.first().map_or(0, |&o| o.max(0) as usize);
+        // The row before, when its entries were planned: a row with the same entries under
+        // the same policy (each row of one resource) copies its plan instead of hashing again.
+        let mut previous: Option<(std::ops::Range<usize>, *const Policy)> = None;
         for (row, entries) in rows() {
             let policy = self.engine.policy(self.service_of(row));
-            for entry in entries {
+            let policy_ptr = std::ptr::from_ref(policy);
+            if let Some((before, _)) = previous.as_ref().filter(|(before, p)| {
+                *p == policy_ptr
+                    && !before.is_empty()
+                    && same_entries(keys, values, before.clone(), entries.clone())
+            }) && plan.len() == entries.start - first
+            {
+                plan.extend_from_within(before.start - first..before.end - first);
+                continue;
+            }
+            // Rows of one kind of record mostly have their keys in the same order: a key equal
+            // to the one at the same place in the row before takes its decision.
+            let before = previous
+                .replace((entries.clone(), policy_ptr))
+                .filter(|(_, p)| *p == policy_ptr)
+                .map(|(before, _)| before);
+            for (at, entry) in entries.enumerate() {
                 let key = keys.value(entry);
-                let decision = *decisions
-                    .entry((std::ptr::from_ref(policy), key))
-                    .or_insert_with(|| policy.keys.decide(key));
+                let same_place = before.as_ref().and_then(|b| {
+                    let e = b.start + at;
+                    (e < b.end && keys.value(e) == key)
+                        .then(|| plan.get(e - first))
+                        .flatten()
+                });
+                let decision = match same_place {
+                    Some(&(decision, _)) => decision,
+                    None => *decisions
+                        .entry((policy_ptr, key))
+                        .or_insert_with(|| policy.keys.decide(key)),
+                };
                 let gated = match (decision, value_at(values, entry)) {
                     (KeyDecision::Keep, Some(v)) => Some(match distinct.get(v) {
                         Some(&at) => at,
@@ -276,7 +305,6 @@ impl<'a> Ctx<'a> {
             }
         }
         let passed = self.engine.scanner.candidates(&to_gate, false);
-        let first = offsets.first().map_or(0, |&o| o.max(0) as usize);
         let mut edits: Vec<(usize, Edit)> = Vec::new();
         for (row, entries) in rows() {
             let (mut site, policy) = self.site(collector, row);
@@ -323,6 +351,41 @@ impl<'a> Ctx<'a> {
         }
         rebuild_map(map, keys, values, &edits).map(Some)
     }
+}
+
+/// Whether map entries `a` and `b` hold the same keys and values in the same order.
+fn same_entries(
+    keys: &StringArray,
+    values: &StringArray,
+    a: std::ops::Range<usize>,
+    b: std::ops::Range<usize>,
+) -> bool {
+    a.len() == b.len() && same_strings(keys, a.clone(), b.clone()) && same_strings(values, a, b)
+}
+
+/// Whether `array[a]` and `array[b]` (ranges of equal length) are equal value by value: the
+/// same lengths, nulls and bytes. (A null may still cover bytes in an Arrow array, so equal
+/// bytes alone do not make equal values.)
+fn same_strings(array: &StringArray, a: std::ops::Range<usize>, b: std::ops::Range<usize>) -> bool {
+    let offsets = array.value_offsets();
+    let (Some(oa), Some(ob)) = (offsets.get(a.start..=a.end), offsets.get(b.start..=b.end)) else {
+        return false;
+    };
+    let span = |o: &[i32]| {
+        let (start, end) = (o.first().copied()?, o.last().copied()?);
+        array
+            .value_data()
+            .get(start.max(0) as usize..end.max(0) as usize)
+    };
+    let lengths = oa
+        .windows(2)
+        .zip(ob.windows(2))
+        .all(|pair| matches!(pair, ([s1, e1], [s2, e2]) if e1 - s1 == e2 - s2));
+    let nulls = match array.nulls() {
+        None => true,
+        Some(n) => a.zip(b).all(|(i, j)| n.is_valid(i) == n.is_valid(j)),
+    };
+    nulls && lengths && span(oa).is_some_and(|x| Some(x) == span(ob))
 }
 
 /// The value of a map entry, unless it is null or empty.
