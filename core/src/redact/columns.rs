@@ -260,9 +260,7 @@ impl<'a> Ctx<'a> {
             let policy = self.engine.policy(self.service_of(row));
             let policy_ptr = std::ptr::from_ref(policy);
             if let Some((before, _)) = previous.as_ref().filter(|(before, p)| {
-                *p == policy_ptr
-                    && !before.is_empty()
-                    && same_entries(keys, values, before.clone(), entries.clone())
+                *p == policy_ptr && same_entries(keys, values, before.clone(), entries.clone())
             }) && plan.len() == entries.start - first
             {
                 plan.extend_from_within(before.start - first..before.end - first);
@@ -274,10 +272,10 @@ impl<'a> Ctx<'a> {
                 .replace((entries.clone(), policy_ptr))
                 .filter(|(_, p)| *p == policy_ptr)
                 .map(|(before, _)| before);
-            for (at, entry) in entries.enumerate() {
+            for (place, entry) in entries.enumerate() {
                 let key = keys.value(entry);
                 let same_place = before.as_ref().and_then(|b| {
-                    let e = b.start + at;
+                    let e = b.start + place;
                     (e < b.end && keys.value(e) == key)
                         .then(|| plan.get(e - first))
                         .flatten()
