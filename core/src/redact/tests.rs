@@ -1074,7 +1074,7 @@ fn look_alike_records(rows: &[Vec<usize>]) -> Vec<LogRecord> {
         .collect()
 }
 
-/// Two services: `billing` also denies `peer` and hashes email, so rows with equal
+/// Two services: `billing` also denies `peer` and masks email, so rows with equal
 /// attributes on either side of the service boundary are redacted differently.
 fn two_service_redactor() -> Redactor {
     static TWO: std::sync::LazyLock<Redactor> = std::sync::LazyLock::new(|| {
