@@ -1,6 +1,7 @@
 //! SQL over Vigil's storage: a DataFusion engine with the `logs` and `spans` tables, run
 //! read-only under per-query time, memory and row limits, plus the query API's wire formats.
 
+mod answer;
 mod format;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -426,11 +427,11 @@ async fn run(
     let plan = plan(ctx, sql).await?;
     let frame = ctx.execute_logical_plan(plan).await.map_err(classify)?;
     let mut stream = frame.execute_stream().await.map_err(classify)?;
-    let schema = stream.schema();
+    let schema = answer::public_schema(&stream.schema());
     let mut rows = 0usize;
     let mut batches = Vec::new();
     while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(classify)?;
+        let batch = answer::with_public_types(batch.map_err(classify)?, &schema)?;
         rows = rows.saturating_add(batch.num_rows());
         if rows > limit {
             // Dropping the stream stops the scan.

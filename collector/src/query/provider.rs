@@ -14,12 +14,19 @@
 //! A filter naming trace ids (`trace_id = '…'`, `trace_id IN (…)`) leaves out the files whose
 //! `trace_id` bloom filters hold none of them, so a lookup plans the few files of its trace
 //! rather than every file of the range (see `trace_filters`).
+//!
+//! The tables' top-level strings are `Utf8View` to the engine (storage and the WAL keep
+//! `Utf8`): the Parquet reader then hands out views of the pages it decoded, where `Utf8`
+//! copies every value into a buffer of its own, and low-cardinality columns (`service`,
+//! `kind`) are read, compared and grouped without copying a byte. The WAL's batches get views
+//! of their own buffers. Answers leave the engine as `Utf8` again (see `public_types`).
 
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, TimestampNanosecondArray, UInt64Array};
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
-use arrow::record_batch::RecordBatch;
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::pruning::PruningStatistics;
@@ -69,7 +76,7 @@ impl SignalTable {
     pub fn new(signal: Signal, catalog: Arc<Catalog>, trace_filters: Arc<TraceFilters>) -> Self {
         Self {
             signal,
-            schema: signal.schema(),
+            schema: query_schema(&signal.schema()),
             catalog,
             trace_filters,
         }
@@ -219,18 +226,18 @@ impl SignalTable {
             return Ok(None);
         }
         let n = target_partitions.clamp(1, batches.len());
+        // Only the columns read are given the query's types.
+        let schema = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => Arc::clone(&self.schema),
+        };
         let mut partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
         for (i, batch) in batches.into_iter().enumerate() {
             if let Some(p) = partitions.get_mut(i % n) {
-                p.push(batch);
+                p.push(with_query_types(&batch, projection, &schema)?);
             }
         }
-        let source = MemorySourceConfig::try_new(
-            &partitions,
-            Arc::clone(&self.schema),
-            projection.cloned(),
-        )?
-        .with_limit(limit);
+        let source = MemorySourceConfig::try_new(&partitions, schema, None)?.with_limit(limit);
         Ok(Some(
             datafusion::datasource::source::DataSourceExec::from_data_source(source),
         ))
@@ -338,6 +345,51 @@ impl TableProvider for SignalTable {
         }
         union(inputs, &self.schema, projection)
     }
+}
+
+/// `stored` as the engine sees it: top-level strings as `Utf8View`.
+fn query_schema(stored: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = stored
+        .fields()
+        .iter()
+        .map(|field| match field.data_type() {
+            DataType::Utf8 => field.as_ref().clone().with_data_type(DataType::Utf8View),
+            _ => field.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, stored.metadata().clone()))
+}
+
+/// A WAL batch's `projection` in the query types of `schema`. A string column becomes views
+/// of its own buffer: no value is copied.
+fn with_query_types(
+    batch: &RecordBatch,
+    projection: Option<&Vec<usize>>,
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
+    let batch = match projection {
+        Some(p) => batch.project(p)?,
+        None => batch.clone(),
+    };
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(Arc::clone(column))
+            } else {
+                cast(column, field.data_type())
+            }
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    // With no column read (`count(*)`), the row count is all the batch holds.
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &options,
+    )?)
 }
 
 /// The scan's inputs as one plan; an empty one of the projected schema when there are none.
