@@ -213,12 +213,14 @@ impl QueryEngine {
             .with_target_partitions(config.threads.max(1))
             .with_information_schema(true);
         session.options_mut().execution.time_zone = Some("UTC".to_string());
-        // Late materialisation: a scan evaluates its filters on the filter columns first and
-        // decodes the other columns only for the rows that pass. Without it, a trace lookup
-        // decodes every body and attribute map of the files it reads and then throws all but
-        // a handful away. The cheapest, most selective filters run first.
+        // Late materialisation (a scan evaluates its filters on the filter columns first and
+        // decodes the other columns only for the rows that pass) is decided per scan, by its
+        // filters and the columns it reads (see `provider`): this session-wide switch would
+        // force it on for all. Without it, a trace lookup would decode every body and map of
+        // the files it reads and throw all but a handful away. Where it is on, the cheapest,
+        // most selective filters run first.
         let parquet = &mut session.options_mut().execution.parquet;
-        parquet.pushdown_filters = true;
+        parquet.pushdown_filters = false;
         parquet.reorder_filters = true;
         // Spilling is off: a query over its memory limit fails instead of filling the disk the
         // WAL and Parquet files live on.

@@ -410,7 +410,7 @@ async fn attribute_map_indexing_filters_and_projects() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn parquet_scans_filter_rows_before_decoding_the_other_columns() {
+async fn scans_of_costly_columns_or_by_id_filter_rows_before_decoding_the_others() {
     let fx = fixture();
     let engine = engine(&fx);
     // The second row of each file and of each WAL batch.
@@ -431,6 +431,24 @@ async fn parquet_scans_filter_rows_before_decoding_the_other_columns() {
     // `service` and `body` were decoded.
     let analyzed = explain_analyze(&engine, &sql).await;
     assert!(analyzed.contains("pushdown_rows_pruned=3,"), "{analyzed}");
+
+    // A lookup by id keeps few rows: filtered inside the reader though it reads cheap columns.
+    let by_id = format!(
+        "SELECT service, span_id FROM logs WHERE trace_id = '{:032x}' ORDER BY time",
+        2
+    );
+    assert_eq!(rows(&engine, &by_id).await.len(), 4);
+    let analyzed = explain_analyze(&engine, &by_id).await;
+    assert!(analyzed.contains("pushdown_rows_pruned=3,"), "{analyzed}");
+
+    // Cheap columns under a filter on anything else: every row is decoded and the filter
+    // applied after, with the same answer.
+    let cheap = "SELECT time, severity_number FROM logs WHERE service = 'auth' ORDER BY time";
+    let answer = rows(&engine, cheap).await;
+    assert_eq!(answer.len(), 2, "{answer:?}");
+    let analyzed = explain_analyze(&engine, cheap).await;
+    assert!(analyzed.contains("pushdown_rows_pruned=0,"), "{analyzed}");
+    assert!(analyzed.contains("FilterExec"), "{analyzed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
