@@ -587,8 +587,16 @@ impl Engine {
         mac.update(&[0]);
         mac.update(normalised.as_bytes());
         let digest = mac.finalize().into_bytes();
-        let hex = hex::encode(digest.get(..PSEUDONYM_HEX / 2).unwrap_or(&[]));
-        let pseudonym = format!("{name}:{hex}");
+        let mut hex = [0u8; PSEUDONYM_HEX];
+        let digits = digest.get(..PSEUDONYM_HEX / 2).unwrap_or(&[]);
+        let hex = match hex::encode_to_slice(digits, &mut hex) {
+            Ok(()) => std::str::from_utf8(&hex).unwrap_or_default(),
+            Err(_) => "",
+        };
+        let mut pseudonym = String::with_capacity(name.len() + 1 + PSEUDONYM_HEX);
+        pseudonym.push_str(name);
+        pseudonym.push(':');
+        pseudonym.push_str(hex);
         site.collector.remember_pseudonym(entity, value, &pseudonym);
         pseudonym
     }
@@ -604,7 +612,10 @@ fn normalise<'a>(entity: &str, value: &'a str) -> Cow<'a, str> {
                 .map(|c| c.to_ascii_uppercase())
                 .collect(),
         ),
-        "ipv4" | "ipv6" => value
+        // The standard parser takes only the canonical dotted quad (four decimal octets, no
+        // leading zeros), so an IPv4 address it reads is already in its one written form.
+        "ipv4" => Cow::Borrowed(value),
+        "ipv6" => value
             .parse::<IpAddr>()
             .map_or(Cow::Borrowed(value), |ip| Cow::Owned(ip.to_string())),
         _ => Cow::Borrowed(value),

@@ -206,6 +206,19 @@ fn hash_pseudonyms_are_stable_keyed_and_normalised() {
     assert_eq!(ip1, ip2, "IPv6 is normalised before hashing");
 }
 
+proptest! {
+    /// IPv4 pseudonyms hash the address as written: any text the standard parser reads as an
+    /// address is already in its canonical form, so normalising it would change nothing.
+    #[test]
+    fn a_parsed_ipv4_address_is_written_as_it_was_read(
+        text in "[0-9]{1,4}(\\.[0-9]{1,4}){3}"
+    ) {
+        if let Ok(ip) = text.parse::<std::net::Ipv4Addr>() {
+            prop_assert_eq!(ip.to_string(), text);
+        }
+    }
+}
+
 #[test]
 fn actions_are_configurable_per_detector_and_per_service() {
     let mut config = RedactionConfig::default();
