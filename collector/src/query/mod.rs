@@ -1,7 +1,6 @@
 //! SQL over Vigil's storage: a DataFusion engine with the `logs` and `spans` tables, run
 //! read-only under per-query time, memory and row limits, plus the query API's wire formats.
 
-mod answer;
 mod format;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -12,6 +11,7 @@ mod parse;
 mod provider;
 mod topk;
 mod trace_filters;
+mod types;
 
 #[cfg(test)]
 mod tests;
@@ -429,11 +429,11 @@ async fn run(
     let plan = plan(ctx, sql).await?;
     let frame = ctx.execute_logical_plan(plan).await.map_err(classify)?;
     let mut stream = frame.execute_stream().await.map_err(classify)?;
-    let schema = answer::public_schema(&stream.schema());
+    let schema = types::public_schema(&stream.schema());
     let mut rows = 0usize;
     let mut batches = Vec::new();
     while let Some(batch) = stream.next().await {
-        let batch = answer::with_public_types(batch.map_err(classify)?, &schema)?;
+        let batch = types::with_public_types(batch.map_err(classify)?, &schema)?;
         rows = rows.saturating_add(batch.num_rows());
         if rows > limit {
             // Dropping the stream stops the scan.

@@ -15,18 +15,14 @@
 //! `trace_id` bloom filters hold none of them, so a lookup plans the few files of its trace
 //! rather than every file of the range (see `trace_filters`).
 //!
-//! The tables' top-level strings are `Utf8View` to the engine (storage and the WAL keep
-//! `Utf8`): the Parquet reader then hands out views of the pages it decoded, where `Utf8`
-//! copies every value into a buffer of its own, and low-cardinality columns (`service`,
-//! `kind`) are read, compared and grouped without copying a byte. The WAL's batches get views
-//! of their own buffers. Answers leave the engine as `Utf8` again (see `public_types`).
+//! The tables' top-level strings are `Utf8View` to the engine, though storage and the WAL keep
+//! `Utf8` (see `types`).
 
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, TimestampNanosecondArray, UInt64Array};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::pruning::PruningStatistics;
@@ -54,6 +50,7 @@ use vigil_core::Signal;
 use vigil_core::schema::col;
 
 use super::trace_filters::{FileTraceIds, TraceFilters};
+use super::types::{cast_batch, query_schema};
 use crate::storage::catalog::{Catalog, ParquetFile, TableSnapshot};
 
 /// Parquet files of a snapshot.
@@ -354,21 +351,8 @@ impl TableProvider for SignalTable {
     }
 }
 
-/// `stored` as the engine sees it: top-level strings as `Utf8View`.
-fn query_schema(stored: &Schema) -> SchemaRef {
-    let fields: Vec<Field> = stored
-        .fields()
-        .iter()
-        .map(|field| match field.data_type() {
-            DataType::Utf8 => field.as_ref().clone().with_data_type(DataType::Utf8View),
-            _ => field.as_ref().clone(),
-        })
-        .collect();
-    Arc::new(Schema::new_with_metadata(fields, stored.metadata().clone()))
-}
-
-/// A WAL batch's `projection` in the query types of `schema`. A string column becomes views
-/// of its own buffer: no value is copied.
+/// A WAL batch's `projection` in the query types of `schema`: its strings become views of
+/// their own buffers, no value is copied.
 fn with_query_types(
     batch: &RecordBatch,
     projection: Option<&Vec<usize>>,
@@ -378,25 +362,7 @@ fn with_query_types(
         Some(p) => batch.project(p)?,
         None => batch.clone(),
     };
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(column, field)| {
-            if column.data_type() == field.data_type() {
-                Ok(Arc::clone(column))
-            } else {
-                cast(column, field.data_type())
-            }
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    // With no column read (`count(*)`), the row count is all the batch holds.
-    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    Ok(RecordBatch::try_new_with_options(
-        Arc::clone(schema),
-        columns,
-        &options,
-    )?)
+    Ok(cast_batch(&batch, schema)?)
 }
 
 /// The scan's inputs as one plan; an empty one of the projected schema when there are none.

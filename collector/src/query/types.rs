@@ -1,15 +1,55 @@
-//! The types an answer leaves the engine with. Inside, the tables' strings are views
-//! (`Utf8View`, see `provider`); the query API has always answered strings as `Utf8`, and
-//! clients read the `type` of a JSON column or the schema of an Arrow answer, so views are
-//! turned back into plain strings at the edge. Only an answer's rows are copied, never a scan's.
+//! The tables' types inside the engine and in answers. Inside, top-level strings are views
+//! (`Utf8View`): the Parquet reader then hands out views of the pages it decoded, where `Utf8`
+//! copies every value into a buffer of its own, and the WAL's batches become views of their
+//! own buffers. The query API has always answered strings as `Utf8`, and clients read the
+//! `type` of a JSON column or the schema of an Arrow answer, so views are turned back into
+//! plain strings at the edge. Only an answer's rows are copied, never a scan's.
 
 use std::sync::Arc;
 
 use arrow::compute::{can_cast_types, cast};
 use arrow::datatypes::{DataType, FieldRef, Fields, Schema, SchemaRef};
-use arrow::record_batch::RecordBatch;
+use arrow::error::ArrowError;
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
 use super::QueryError;
+
+/// A stored schema as the engine queries it: top-level strings as `Utf8View`.
+pub(super) fn query_schema(stored: &Schema) -> SchemaRef {
+    let fields: Vec<FieldRef> = stored
+        .fields()
+        .iter()
+        .map(|field| match field.data_type() {
+            DataType::Utf8 => Arc::new(field.as_ref().clone().with_data_type(DataType::Utf8View)),
+            _ => Arc::clone(field),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, stored.metadata().clone()))
+}
+
+/// `batch` with each column cast to its type in `schema` (the same fields, in the same
+/// order); a column already of that type is shared, not copied. A string column cast to views
+/// keeps its buffer.
+pub(super) fn cast_batch(
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+) -> Result<RecordBatch, ArrowError> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(Arc::clone(column))
+            } else {
+                cast(column, field.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // With no column (`count(*)`), the row count is all a batch holds.
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)
+}
 
 /// `schema` with views (also inside lists, structs and maps) as plain strings and binaries.
 pub(super) fn public_schema(schema: &SchemaRef) -> SchemaRef {
@@ -28,21 +68,8 @@ pub(super) fn with_public_types(
     if batch.schema_ref() == schema {
         return Ok(batch);
     }
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(column, field)| {
-            if column.data_type() == field.data_type() {
-                Ok(Arc::clone(column))
-            } else {
-                cast(column, field.data_type())
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .and_then(|columns| RecordBatch::try_new(Arc::clone(schema), columns))
-        .map_err(|e| QueryError::Internal(format!("cannot convert the answer's types: {e}")))?;
-    Ok(columns)
+    cast_batch(&batch, schema)
+        .map_err(|e| QueryError::Internal(format!("cannot convert the answer's types: {e}")))
 }
 
 fn public_field(field: &FieldRef) -> FieldRef {
