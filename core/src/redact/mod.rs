@@ -587,16 +587,13 @@ impl Engine {
         mac.update(&[0]);
         mac.update(normalised.as_bytes());
         let digest = mac.finalize().into_bytes();
-        let mut hex = [0u8; PSEUDONYM_HEX];
-        let digits = digest.get(..PSEUDONYM_HEX / 2).unwrap_or(&[]);
-        let hex = match hex::encode_to_slice(digits, &mut hex) {
-            Ok(()) => std::str::from_utf8(&hex).unwrap_or_default(),
-            Err(_) => "",
-        };
+        // Hex digits into a buffer of their exact size (which cannot fail), then one string.
+        let mut digits = [0u8; PSEUDONYM_HEX];
+        let _ = hex::encode_to_slice(digest.get(..PSEUDONYM_HEX / 2).unwrap_or(&[]), &mut digits);
         let mut pseudonym = String::with_capacity(name.len() + 1 + PSEUDONYM_HEX);
         pseudonym.push_str(name);
         pseudonym.push(':');
-        pseudonym.push_str(hex);
+        pseudonym.push_str(std::str::from_utf8(&digits).unwrap_or_default());
         site.collector.remember_pseudonym(entity, value, &pseudonym);
         pseudonym
     }
