@@ -53,6 +53,12 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot resolve the data directory {path} against the working directory")]
+    Resolve {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("data directory {0} is in use by another vigil process")]
     Locked(PathBuf),
     #[error(transparent)]
@@ -81,6 +87,16 @@ struct Layout {
 }
 
 impl Layout {
+    /// The data directory, made absolute once: queries name Parquet files by `file://` URL,
+    /// which a relative path (the default `vigil-data`) does not have, and a later change of
+    /// the working directory must not move the data.
+    fn new(data_dir: &Path) -> Result<Self, StorageError> {
+        let root = std::path::absolute(data_dir).map_err(|source| StorageError::Resolve {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        Ok(Self { root })
+    }
     fn wal_dir(&self, signal: Signal) -> PathBuf {
         self.root.join("wal").join(signal.as_str())
     }
@@ -224,9 +240,7 @@ impl Storage {
         keyring: Option<Keyring>,
         metrics: Metrics,
     ) -> Result<Self, StorageError> {
-        let layout = Layout {
-            root: config.data_dir.clone(),
-        };
+        let layout = Layout::new(&config.data_dir)?;
         for signal in Signal::ALL {
             create_dir(&layout.wal_dir(signal))?;
         }
@@ -361,9 +375,7 @@ pub fn open_read_only(
     data_dir: &Path,
     keyring: Option<&Keyring>,
 ) -> Result<Arc<Catalog>, StorageError> {
-    let layout = Layout {
-        root: data_dir.to_owned(),
-    };
+    let layout = Layout::new(data_dir)?;
     let catalog = Arc::new(Catalog::new());
     for signal in Signal::ALL {
         recover(&layout, signal, &catalog, keyring, Mode::ReadOnly)?;

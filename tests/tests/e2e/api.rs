@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{Vigil, vigil_binary};
+use crate::harness::{Vigil, eventually, vigil_binary};
 use crate::otlp::{logs_request, now_ns, post_logs};
 
 async fn seed(vigil: &Vigil) {
@@ -101,10 +101,17 @@ async fn query_api_answers_in_every_format_and_refuses_bad_sql() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vigil_query_cli_reads_a_server_and_a_data_directory() {
-    let mut vigil = Vigil::start("");
+    // Short segments, so what the offline query reads is compacted Parquet.
+    let mut vigil = Vigil::start("[storage]\nsegment_max_age = \"300ms\"\n");
     seed(&vigil).await;
+    eventually(Duration::from_secs(30), "the WAL compacted", || async {
+        vigil.metric("vigil_wal_bytes", &[]).await == 0.0
+    })
+    .await;
+    let data_parent = vigil.data_dir.parent().unwrap().to_owned();
     let run = |args: Vec<String>| {
         let out = std::process::Command::new(vigil_binary())
+            .current_dir(&data_parent)
             .arg("query")
             .args(args)
             .output()
@@ -132,17 +139,26 @@ async fn vigil_query_cli_reads_a_server_and_a_data_directory() {
     ]);
     assert_eq!(csv, "service,n\ncheckout,30\npayments,12\n");
 
-    // Offline: stop the server, read its directory directly (WAL replayed read-only).
+    // Offline: stop the server, read its directory directly, by absolute path and by a path
+    // relative to the working directory (as an analyst types it).
     vigil.stop_term();
     let data_dir = vigil.data_dir.display().to_string();
-    let offline = run(vec![
-        "--data-dir".into(),
-        data_dir.clone(),
-        "--format".into(),
-        "csv".into(),
-        sql.clone(),
-    ]);
-    assert_eq!(offline, csv);
+    let relative = vigil
+        .data_dir
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    for dir in [&data_dir, &relative] {
+        let offline = run(vec![
+            "--data-dir".into(),
+            dir.clone(),
+            "--format".into(),
+            "csv".into(),
+            sql.clone(),
+        ]);
+        assert_eq!(offline, csv, "{dir}");
+    }
     let bad = std::process::Command::new(vigil_binary())
         .args(["query", "--data-dir", &data_dir, "SELECT nope FROM logs"])
         .output()

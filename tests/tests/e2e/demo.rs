@@ -25,8 +25,8 @@ pub(crate) async fn start_demo(dir: &Path) -> (Demo, Addrs) {
         Command::new(vigil_binary())
             .arg("demo")
             .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-            .args(["--api-addr", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.join("data"))
+            // Relative, as the demo's own default (`vigil-demo-data`) is.
+            .args(["--api-addr", "127.0.0.1:0", "--data-dir", "data"])
             .arg("--addr-file")
             .arg(&addr_file)
             .current_dir(dir)

@@ -109,8 +109,12 @@ impl Vigil {
         let config = scratch.join(format!("vigil-{n}.toml"));
         let addr_file = scratch.join(format!("addrs-{n}.json"));
         let log = scratch.join(format!("vigil-{n}.log"));
-        std::fs::write(&config, config_text(data_dir, extra_config)).unwrap();
+        // The data directory is given relative to the server's working directory, as in the
+        // shipped configuration (`vigil-data`), whenever it lies below the scratch directory.
+        let configured = data_dir.strip_prefix(scratch).unwrap_or(data_dir);
+        std::fs::write(&config, config_text(configured, extra_config)).unwrap();
         let child = Command::new(vigil_binary())
+            .current_dir(scratch)
             .arg("serve")
             .arg("--config")
             .arg(&config)
