@@ -6,8 +6,9 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::{AhoCorasick, MatchKind};
 use arrow::array::{Array, StringArray};
+use arrow::buffer::BooleanBuffer;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use vigil_core::Signal;
@@ -1003,8 +1004,8 @@ impl Field {
 struct Columns<'v, 'a> {
     view: &'v BatchView<'a>,
     severity: Option<IntColumn<'a>>,
-    /// Free text that may say an authentication failed: `body` and `event_name` of logs.
-    text: [Option<&'a StringArray>; 2],
+    /// Rows whose free text (`body` or `event_name` of logs) says an authentication failed.
+    auth_failure: Option<BooleanBuffer>,
     kind: Option<&'a StringArray>,
     status: Option<&'a StringArray>,
     duration: Option<IntColumn<'a>>,
@@ -1015,7 +1016,14 @@ impl<'v, 'a> Columns<'v, 'a> {
         Self {
             view,
             severity: view.int_column("severity_number"),
-            text: [view.str_column("body"), view.str_column("event_name")],
+            auth_failure: match view.signal() {
+                Signal::Logs => ["body", "event_name"]
+                    .iter()
+                    .filter_map(|name| view.str_column(name))
+                    .map(rows_mentioning_auth_failure)
+                    .reduce(|a, b| &a | &b),
+                _ => None,
+            },
             kind: view.str_column("kind"),
             status: view.str_column("status_code"),
             duration: view.int_column("duration_ns"),
@@ -1051,10 +1059,13 @@ const AUTH_FAILURE_WORDS: [&str; 7] = [
     "access denied",
     "permission denied",
 ];
-/// All of [`AUTH_FAILURE_WORDS`] in one pass over a text.
+/// All of [`AUTH_FAILURE_WORDS`] in one pass over ASCII-lowercased text. Case-sensitive and
+/// leftmost-first, so the search skips through text with a SIMD prefilter (Teddy); with
+/// `ascii_case_insensitive` it would step an automaton through every byte, 2-3 times slower
+/// with the lowercasing counted.
 static AUTH_FAILURE: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
     AhoCorasick::builder()
-        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::LeftmostFirst)
         .build(AUTH_FAILURE_WORDS)
         .ok()
 });
@@ -1076,9 +1087,9 @@ impl Bucket {
                     .and_then(|c| c.get(row))
                     .is_some_and(|s| s >= SEVERITY_ERROR);
                 auth_failure |= columns
-                    .text
-                    .iter()
-                    .any(|&c| str_at(c, row).is_some_and(mentions_auth_failure));
+                    .auth_failure
+                    .as_ref()
+                    .is_some_and(|rows| row < rows.len() && rows.value(row));
                 source = true;
             }
             Signal::Spans => {
@@ -1147,16 +1158,35 @@ fn parse_int(s: &str) -> Option<i64> {
     })
 }
 
-fn mentions_auth_failure(text: &str) -> bool {
+/// Whether ASCII-lowercased `text` holds one of [`AUTH_FAILURE_WORDS`].
+fn mentions_auth_failure(lowered: &[u8]) -> bool {
     match &*AUTH_FAILURE {
-        Some(automaton) => automaton.is_match(text),
+        Some(automaton) => automaton.is_match(lowered),
         // Seven short words always build; were they refused, each is searched on its own.
-        None => AUTH_FAILURE_WORDS.iter().any(|word| {
-            text.as_bytes()
-                .windows(word.len())
-                .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
-        }),
+        None => AUTH_FAILURE_WORDS
+            .iter()
+            .any(|word| lowered.windows(word.len()).any(|w| w == word.as_bytes())),
     }
+}
+
+/// The rows of `column` that mention a failed authentication, case-insensitively: the
+/// column's bytes are lowercased in one pass, then each value is searched.
+fn rows_mentioning_auth_failure(column: &StringArray) -> BooleanBuffer {
+    let offsets = column.value_offsets();
+    let first = offsets.first().map_or(0, |&o| o.max(0) as usize);
+    let last = offsets.last().map_or(0, |&o| o.max(0) as usize);
+    let lowered = column
+        .value_data()
+        .get(first..last)
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    BooleanBuffer::collect_bool(column.len(), |row| {
+        let (Some(&start), Some(&end)) = (offsets.get(row), offsets.get(row + 1)) else {
+            return false;
+        };
+        let range = (start.max(0) as usize - first)..(end.max(0) as usize - first);
+        column.is_valid(row) && lowered.get(range).is_some_and(mentions_auth_failure)
+    })
 }
 
 /// Durations in logarithmic bins 2% wide: bounded memory, quantiles within about 1%.
@@ -1865,8 +1895,23 @@ mod tests {
         }
         let p95 = h.quantile(0.95);
         assert!((p95 / 95e6 - 1.0).abs() < 0.02, "{p95}");
-        assert!(mentions_auth_failure("HTTP 401: Unauthorized"));
-        assert!(!mentions_auth_failure("authorized"));
+        let texts = StringArray::from(vec![
+            Some("HTTP 401: Unauthorized"),
+            Some("authorized"),
+            None,
+            Some("LOGIN FAILED for bob"),
+            Some("login"),
+        ]);
+        let found = rows_mentioning_auth_failure(&texts.slice(1, 4));
+        assert_eq!(
+            found.iter().collect::<Vec<_>>(),
+            [false, false, true, false]
+        );
+        let found = rows_mentioning_auth_failure(&texts);
+        assert_eq!(
+            found.iter().collect::<Vec<_>>(),
+            [true, false, false, true, false]
+        );
     }
 
     static NOISE: LazyLock<(Traffic, Traffic)> = LazyLock::new(|| {
