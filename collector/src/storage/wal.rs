@@ -88,9 +88,16 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
     Ok(out)
 }
 
+/// Room for an IPC stream's schema message and end marker, beyond its batches' buffers.
+const STREAM_OVERHEAD: usize = 16 * 1024;
+
 /// Encodes batches (all of `schema`) as one frame payload: a complete Arrow IPC stream.
 pub fn encode_payload(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, WalError> {
-    let mut writer = StreamWriter::try_new(Vec::new(), schema).map_err(WalError::Encode)?;
+    // The stream is about as long as the batches' buffers (plus the schema and a header per
+    // batch); allocated once at that size, it is not copied over and over as it grows.
+    let buffers: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+    let out = Vec::with_capacity(buffers.saturating_add(STREAM_OVERHEAD));
+    let mut writer = StreamWriter::try_new(out, schema).map_err(WalError::Encode)?;
     for b in batches {
         writer.write(b).map_err(WalError::Encode)?;
     }
