@@ -83,7 +83,8 @@ impl Validator {
             }
             Self::UsSsn => us_ssn(value) && !in_hyphenated_token(hay, start, end),
             Self::Phone => {
-                (8..=15).contains(&digits(value).len()) && !in_hyphenated_token(hay, start, end)
+                let digits = value.bytes().filter(u8::is_ascii_digit).count();
+                (8..=15).contains(&digits) && !in_hyphenated_token(hay, start, end)
             }
             Self::Ipv4 => ipv4(hay, start, end),
             Self::Ipv6 => ipv6(hay, start, end),
@@ -142,8 +143,8 @@ fn credit_card(value: &str) -> bool {
     }
     // Separated numbers are written in groups of 3 to 6 (4-4-4-4, Amex 4-6-5, 4-4-4-4-3);
     // anything else is a list of small numbers that happens to pass Luhn.
-    let groups: Vec<&str> = value.split([' ', '-']).collect();
-    if groups.len() > 1 && groups.iter().any(|g| !(3..=6).contains(&g.len())) {
+    let mut groups = value.split([' ', '-']);
+    if value.contains([' ', '-']) && groups.any(|g| !(3..=6).contains(&g.len())) {
         return false;
     }
     let prefix = |n: usize| d.get(..n).map(number).unwrap_or(0);
@@ -223,11 +224,11 @@ fn ipv4(hay: &str, start: usize, end: usize) -> bool {
     let Some(value) = hay.get(start..end) else {
         return false;
     };
-    let octets: Vec<&str> = value.split('.').collect();
-    octets.len() == 4
-        && octets
-            .iter()
-            .all(|o| !o.is_empty() && o.len() <= 3 && o.parse::<u16>().is_ok_and(|n| n <= 255))
+    let mut octets = 0;
+    value.split('.').all(|o| {
+        octets += 1;
+        octets <= 4 && !o.is_empty() && o.len() <= 3 && o.parse::<u16>().is_ok_and(|n| n <= 255)
+    }) && octets == 4
 }
 
 fn ipv6(hay: &str, start: usize, end: usize) -> bool {
