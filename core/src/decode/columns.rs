@@ -24,38 +24,9 @@ const MAX_RESERVED_ENTRIES: usize = 1 << 20;
 /// Bytes a row takes in the fixed-width columns and the offsets of the map columns, roughly.
 pub(super) const FIXED_ROW_BYTES: usize = 64;
 
-/// What a map column will hold in all: entries, and bytes of keys and values together.
-#[derive(Debug, Default, Clone, Copy)]
-pub(super) struct MapSize {
-    pub(super) entries: usize,
-    pub(super) bytes: usize,
-}
-
-impl MapSize {
-    /// `entries` of a guessed length each.
-    pub(super) fn guess(entries: usize) -> Self {
-        Self {
-            entries,
-            bytes: entries.saturating_mul(2 * BYTES_PER_STRING_GUESS),
-        }
-    }
-
-    /// Adds `entries` key-values whose encodings take `wire_bytes`. An encoded key-value is a
-    /// little longer than its key and string value together (and about as long as a number's
-    /// or a boolean's string form), so builders sized by it seldom grow.
-    pub(super) fn add(&mut self, entries: usize, wire_bytes: usize) {
-        self.entries = self.entries.saturating_add(entries);
-        self.bytes = self.bytes.saturating_add(wire_bytes);
-    }
-}
-
-/// A map builder for `rows` rows holding about `size` in all.
-pub(super) fn string_map_builder(rows: usize, size: MapSize) -> StringMapBuilder {
-    let entries = size.entries.min(MAX_RESERVED_ENTRIES);
-    // Keys and values together take `size.bytes`; either may take most of it.
-    let bytes = size
-        .bytes
-        .min(MAX_RESERVED_ENTRIES.saturating_mul(2 * BYTES_PER_STRING_GUESS));
+/// A map builder for `rows` rows holding about `entries` entries in all.
+pub(super) fn string_map_builder(rows: usize, entries: usize) -> StringMapBuilder {
+    let entries = entries.min(MAX_RESERVED_ENTRIES);
     let names = MapFieldNames {
         entry: "entries".to_owned(),
         key: "key".to_owned(),
@@ -64,8 +35,8 @@ pub(super) fn string_map_builder(rows: usize, size: MapSize) -> StringMapBuilder
     // MapBuilder makes the key field non-null and the value field nullable, as the schema wants.
     MapBuilder::with_capacity(
         Some(names),
-        StringBuilder::with_capacity(entries, bytes),
-        StringBuilder::with_capacity(entries, bytes),
+        StringBuilder::with_capacity(entries, entries * BYTES_PER_STRING_GUESS),
+        StringBuilder::with_capacity(entries, entries * BYTES_PER_STRING_GUESS),
         rows,
     )
 }
@@ -253,16 +224,20 @@ pub(super) struct FinishedContext {
 }
 
 impl ContextColumns {
-    /// Builders for `rows` rows with `resource` and `scope` map entries in all.
-    pub(super) fn with_capacity(rows: usize, resource: MapSize, scope: MapSize) -> Self {
+    /// Builders for `rows` rows with `resource_entries` and `scope_entries` map entries in all.
+    pub(super) fn with_capacity(
+        rows: usize,
+        resource_entries: usize,
+        scope_entries: usize,
+    ) -> Self {
         Self {
             service: StringBuilder::with_capacity(rows, rows * BYTES_PER_STRING_GUESS),
-            resource: string_map_builder(rows, resource),
+            resource: string_map_builder(rows, resource_entries),
             resource_dropped_attributes_count: Vec::with_capacity(rows),
             resource_schema_url: StringBuilder::with_capacity(rows, 0),
             scope_name: StringBuilder::with_capacity(rows, rows * BYTES_PER_STRING_GUESS),
             scope_version: StringBuilder::with_capacity(rows, rows * 8),
-            scope_attributes: string_map_builder(rows, scope),
+            scope_attributes: string_map_builder(rows, scope_entries),
             scope_dropped_attributes_count: Vec::with_capacity(rows),
             scope_schema_url: StringBuilder::with_capacity(rows, 0),
         }
@@ -331,7 +306,7 @@ mod tests {
 
     #[test]
     fn map_builder_produces_the_schema_map_type() {
-        let mut b = string_map_builder(2, MapSize::guess(2));
+        let mut b = string_map_builder(2, 2);
         append_attributes(&mut b, &[kv("a", Some(ValueRef::Int(1))), kv("b", None)]).unwrap();
         PreparedMap::new(&[kv("c", Some(ValueRef::Bool(true)))])
             .unwrap()

@@ -11,9 +11,8 @@ use opentelemetry_proto::tonic::common::v1::EntityRef;
 use prost::Message;
 
 use super::columns::{
-    ContextColumns, FIXED_ROW_BYTES, MapSize, ResourceContext, ScopeContext, ScopeFields,
-    StringMapBuilder, append_attributes, context_row_bytes, map_bytes, non_empty, string_bytes,
-    string_map_builder,
+    ContextColumns, FIXED_ROW_BYTES, ResourceContext, ScopeContext, ScopeFields, StringMapBuilder,
+    append_attributes, context_row_bytes, map_bytes, non_empty, string_bytes, string_map_builder,
 };
 use super::value::{append_body, append_hex_id};
 use super::wire::{Fields, KeyValueRef, ValueRef, WireError, WireResult, read_attribute, set_once};
@@ -247,9 +246,9 @@ fn check(record: &Record<'_>, received_at_ns: i64) -> Result<Times, Reason> {
 #[derive(Debug, Default)]
 struct Sizes {
     records: u64,
-    attributes: MapSize,
-    resource: MapSize,
-    scope: MapSize,
+    attributes: usize,
+    resource_entries: usize,
+    scope_entries: usize,
     body_bytes: usize,
     with_trace_id: usize,
 }
@@ -259,32 +258,30 @@ impl Sizes {
     fn of(body: &[u8]) -> WireResult<Self> {
         let mut sizes = Sizes::default();
         for_each_field(body, 1, |resource_logs| {
-            // (entries, wire bytes) of the resource's and the scope's attributes, which every
-            // record under them repeats.
-            let mut resource = (0, 0);
-            for_each_field(resource_logs, 1, |message| {
-                for_each_field(message, 1, |kv| {
-                    resource = (resource.0 + 1, resource.1 + kv.len());
+            let mut resource_len = 0;
+            for_each_field(resource_logs, 1, |resource| {
+                for_each_field(resource, 1, |_| {
+                    resource_len += 1;
                     Ok(())
                 })
             })?;
             for_each_field(resource_logs, 2, |scope_logs| {
-                let mut scope = (0, 0);
-                for_each_field(scope_logs, 1, |message| {
-                    for_each_field(message, 3, |kv| {
-                        scope = (scope.0 + 1, scope.1 + kv.len());
+                let mut scope_len = 0;
+                for_each_field(scope_logs, 1, |scope| {
+                    for_each_field(scope, 3, |_| {
+                        scope_len += 1;
                         Ok(())
                     })
                 })?;
                 for_each_field(scope_logs, 2, |record| {
                     sizes.records += 1;
-                    sizes.resource.add(resource.0, resource.1);
-                    sizes.scope.add(scope.0, scope.1);
+                    sizes.resource_entries = sizes.resource_entries.saturating_add(resource_len);
+                    sizes.scope_entries = sizes.scope_entries.saturating_add(scope_len);
                     let mut fields = Fields::new(record);
                     while let Some((number, field)) = fields.next_field()? {
                         match number {
                             5 => sizes.body_bytes += field.bytes()?.len(),
-                            6 => sizes.attributes.add(1, field.bytes()?.len()),
+                            6 => sizes.attributes += 1,
                             9 => sizes.with_trace_id += 1,
                             _ => {}
                         }
@@ -348,7 +345,11 @@ impl LogColumns {
             event_name: StringBuilder::with_capacity(rows, 0),
             attributes: string_map_builder(rows, sizes.attributes),
             dropped_attributes_count: Vec::with_capacity(rows),
-            context: ContextColumns::with_capacity(rows, sizes.resource, sizes.scope),
+            context: ContextColumns::with_capacity(
+                rows,
+                sizes.resource_entries,
+                sizes.scope_entries,
+            ),
         }
     }
 

@@ -12,9 +12,9 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 
 use super::columns::{
-    ContextColumns, FIXED_ROW_BYTES, MapSize, ResourceContext, ScopeContext, ScopeFields,
-    StringMapBuilder, append_attributes, attribute_refs, context_row_bytes, map_bytes, non_empty,
-    string_bytes, string_map_builder,
+    ContextColumns, FIXED_ROW_BYTES, ResourceContext, ScopeContext, ScopeFields, StringMapBuilder,
+    append_attributes, attribute_refs, context_row_bytes, map_bytes, non_empty, string_bytes,
+    string_map_builder,
 };
 use super::value::{
     append_hex_id, fmt_error, write_json_hex, write_json_str, write_json_string_map,
@@ -268,7 +268,7 @@ impl SpanColumns {
             kind: StringBuilder::with_capacity(rows, rows * 8),
             status_code: StringBuilder::with_capacity(rows, rows * 5),
             status_message: StringBuilder::with_capacity(rows, 0),
-            attributes: string_map_builder(rows, MapSize::guess(sizes.attributes)),
+            attributes: string_map_builder(rows, sizes.attributes),
             dropped_attributes_count: Vec::with_capacity(rows),
             events: StringBuilder::with_capacity(rows, rows * 2),
             dropped_events_count: Vec::with_capacity(rows),
@@ -276,8 +276,8 @@ impl SpanColumns {
             dropped_links_count: Vec::with_capacity(rows),
             context: ContextColumns::with_capacity(
                 rows,
-                MapSize::guess(sizes.resource_entries),
-                MapSize::guess(sizes.scope_entries),
+                sizes.resource_entries,
+                sizes.scope_entries,
             ),
         }
     }
