@@ -93,10 +93,15 @@ const STREAM_OVERHEAD: usize = 16 * 1024;
 
 /// Encodes batches (all of `schema`) as one frame payload: a complete Arrow IPC stream.
 pub fn encode_payload(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, WalError> {
-    // The stream is about as long as the batches' buffers (plus the schema and a header per
-    // batch); allocated once at that size, it is not copied over and over as it grows.
-    let buffers: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
-    let out = Vec::with_capacity(buffers.saturating_add(STREAM_OVERHEAD));
+    // The stream is about as long as the bytes the batches' arrays use (plus the schema and a
+    // header per batch); allocated once at that size, it is not copied over and over as it
+    // grows. Used bytes, not the buffers' capacities, which can be far larger.
+    let used: usize = batches
+        .iter()
+        .flat_map(RecordBatch::columns)
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+        .sum();
+    let out = Vec::with_capacity(used.saturating_add(STREAM_OVERHEAD));
     let mut writer = StreamWriter::try_new(out, schema).map_err(WalError::Encode)?;
     for b in batches {
         writer.write(b).map_err(WalError::Encode)?;
