@@ -15,6 +15,7 @@ use vigil_core::Signal;
 use vigil_core::time::duration_ns;
 
 use crate::alert::{AlertKey, Candidate, Observation, Severity};
+use crate::prefilter::lowercase;
 use crate::view::{BatchView, IntColumn};
 
 /// Tuning of the baselines (`[detector.baselines]`).
@@ -1059,7 +1060,7 @@ const AUTH_FAILURE_WORDS: [&str; 7] = [
     "access denied",
     "permission denied",
 ];
-/// All of [`AUTH_FAILURE_WORDS`] in one pass over ASCII-lowercased text. Case-sensitive and
+/// All of [`AUTH_FAILURE_WORDS`] in one pass over lowercased text. Case-sensitive and
 /// leftmost-first, so the search skips through text with a SIMD prefilter (Teddy); with
 /// `ascii_case_insensitive` it would step an automaton through every byte, about twice as
 /// slow with the lowercasing counted.
@@ -1158,35 +1159,22 @@ fn parse_int(s: &str) -> Option<i64> {
     })
 }
 
-/// Whether ASCII-lowercased `text` holds one of [`AUTH_FAILURE_WORDS`].
-fn mentions_auth_failure(lowered: &[u8]) -> bool {
+/// Whether lowercased `text` holds one of [`AUTH_FAILURE_WORDS`].
+fn mentions_auth_failure(lowered: &str) -> bool {
     match &*AUTH_FAILURE {
         Some(automaton) => automaton.is_match(lowered),
         // Seven short words always build; were they refused, each is searched on its own.
-        None => AUTH_FAILURE_WORDS
-            .iter()
-            .any(|word| lowered.windows(word.len()).any(|w| w == word.as_bytes())),
+        None => AUTH_FAILURE_WORDS.iter().any(|word| lowered.contains(word)),
     }
 }
 
 /// The rows of `column` that mention a failed authentication, case-insensitively: the
-/// column's bytes are lowercased in one pass, then each value is searched.
+/// column is lowercased as the Sigma prefilter lowercases it (ASCII text in one pass over its
+/// bytes), then each value is searched.
 fn rows_mentioning_auth_failure(column: &StringArray) -> BooleanBuffer {
-    let offsets = column.value_offsets();
-    let first = offsets.first().map_or(0, |&o| o.max(0) as usize);
-    let last = offsets.last().map_or(0, |&o| o.max(0) as usize);
-    let lowered = column
-        .value_data()
-        .get(first..last)
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    BooleanBuffer::collect_bool(column.len(), |row| {
-        let (Some(&start), Some(&end)) = (offsets.get(row), offsets.get(row + 1)) else {
-            return false;
-        };
-        let at = |offset: i32| (offset.max(0) as usize).saturating_sub(first);
-        let range = at(start)..at(end);
-        column.is_valid(row) && lowered.get(range).is_some_and(mentions_auth_failure)
+    let lowered = lowercase(column);
+    BooleanBuffer::collect_bool(lowered.len(), |row| {
+        lowered.is_valid(row) && mentions_auth_failure(lowered.value(row))
     })
 }
 

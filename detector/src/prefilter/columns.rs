@@ -112,7 +112,7 @@ fn validity(array: &dyn Array) -> BooleanBuffer {
 
 /// ASCII text (the common case) is folded in one pass over the value bytes, keeping the
 /// offsets; anything else value by value.
-fn lowercase(values: &StringArray) -> StringArray {
+pub(crate) fn lowercase(values: &StringArray) -> StringArray {
     let bytes = values.value_data();
     if bytes.is_ascii() {
         let folded = Buffer::from_vec(bytes.to_ascii_lowercase());

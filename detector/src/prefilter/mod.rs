@@ -24,6 +24,7 @@ use rsigma_parser::LogSource;
 
 use crate::fields::{BatchEvents, FieldMap, PRODUCT};
 use crate::view::BatchView;
+pub(crate) use columns::lowercase;
 use columns::{BatchColumns, KeySet};
 use gates::RegexGates;
 use needles::NeedleGates;
