@@ -68,6 +68,10 @@ fn no_dictionary(b: WriterPropertiesBuilder, c: ColumnPath) -> WriterPropertiesB
     b.set_column_dictionary_enabled(c, false)
 }
 
+fn no_statistics(b: WriterPropertiesBuilder, c: ColumnPath) -> WriterPropertiesBuilder {
+    b.set_column_statistics_enabled(c, EnabledStatistics::None)
+}
+
 fn no_dictionary_no_statistics(
     b: WriterPropertiesBuilder,
     c: ColumnPath,
@@ -111,7 +115,14 @@ fn main() {
             plain(zstd(1), true, no_dictionary).build(),
         ),
         (
-            "in force: zstd 1, body plain, maps+body no stats, bloom",
+            "zstd 1, body plain, maps+body no stats, bloom (before)",
+            bloom(plain(zstd(1), false, no_statistics))
+                .set_column_dictionary_enabled(ColumnPath::from("body"), false)
+                .set_column_statistics_enabled(ColumnPath::from("body"), EnabledStatistics::None)
+                .build(),
+        ),
+        (
+            "in force: as before, resource and scope maps plain",
             ParquetOptions {
                 row_group_rows: ROW_GROUP_ROWS,
                 zstd_level: StorageConfig::default().parquet_zstd_level,

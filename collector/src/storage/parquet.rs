@@ -33,12 +33,14 @@ const UNIQUE_COLUMNS: &[&str] = &["trace_id", "span_id", "parent_span_id"];
 /// Free text: values seldom repeat within a row group.
 const TEXT_COLUMNS: &[&str] = &["body"];
 
-/// The Parquet leaf columns (`<map>.entries.key`, `<map>.entries.value`) of every map column.
-fn map_leaves(schema: &SchemaRef) -> Vec<ColumnPath> {
+/// The Parquet leaf columns (`<map>.entries.key`, `<map>.entries.value`) of every map column
+/// `keep` accepts by name.
+fn map_leaves(schema: &SchemaRef, keep: impl Fn(&str) -> bool) -> Vec<ColumnPath> {
     let mut leaves = Vec::new();
     for field in schema.fields() {
         if let DataType::Map(entries, _) = field.data_type()
             && let DataType::Struct(key_value) = entries.data_type()
+            && keep(field.name())
         {
             for leaf in key_value {
                 leaves.push(ColumnPath::new(vec![
@@ -50,6 +52,13 @@ fn map_leaves(schema: &SchemaRef) -> Vec<ColumnPath> {
         }
     }
     leaves
+}
+
+/// Maps that repeat whole on every row of a request: the resource's and the scope's attributes.
+/// Each is one run of identical bytes per request, which zstd takes as long matches for little
+/// CPU, where a dictionary hashes and looks up every key and value of every row.
+fn repeated_map(name: &str) -> bool {
+    name != col::ATTRIBUTES
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,17 +130,22 @@ impl ParquetOptions {
                 .map(|c| ColumnPath::from(*c))
         };
         // Ids are unique per record and free text seldom repeats: a dictionary never pays, and
-        // building one until it overflows costs a hash of every value.
-        for column in present(UNIQUE_COLUMNS).chain(present(TEXT_COLUMNS)) {
+        // building one until it overflows costs a hash of every value. Repeated maps do better
+        // as runs (see `repeated_map`).
+        for column in present(UNIQUE_COLUMNS)
+            .chain(present(TEXT_COLUMNS))
+            .chain(map_leaves(&schema, repeated_map))
+        {
             builder = builder.set_column_dictionary_enabled(column, false);
         }
         // Statistics: the writer compares every value of a column against its page's min/max,
         // and a resource map repeats on every row of its request. Min/max over all of a map's
         // entries or over free text prune no file (queries filter on one key's value, or
-        // search the text), so those columns go without. Maps keep their dictionaries:
-        // without them compaction took about 13% less CPU, but files were 7% larger and
-        // queries filtering on a map 6-13% slower (BENCHMARKS.md, Compaction).
-        for column in present(TEXT_COLUMNS).chain(map_leaves(&schema)) {
+        // search the text), so those columns go without. The record attributes keep their
+        // dictionaries: with no map dictionary at all compaction took about 13% less CPU, but
+        // files were 7% larger and queries filtering on a map 6-13% slower (BENCHMARKS.md,
+        // Compaction).
+        for column in present(TEXT_COLUMNS).chain(map_leaves(&schema, |_| true)) {
             builder = builder.set_column_statistics_enabled(column, EnabledStatistics::None);
         }
         match &self.encryption {
@@ -671,10 +685,11 @@ mod tests {
         assert!(!bloom_on(&encrypted));
     }
 
-    /// Maps and free text are written without statistics, free text without a dictionary;
-    /// maps keep their dictionaries, and the short, repeating columns keep both.
+    /// Maps and free text are written without statistics, free text and the maps repeated on
+    /// every row of a request (resource, scope) without a dictionary; the record attributes
+    /// keep their dictionaries, and the short, repeating columns keep both.
     #[test]
-    fn maps_and_text_skip_statistics_and_text_the_dictionary() {
+    fn maps_and_text_skip_statistics_and_repeated_ones_the_dictionary() {
         use opentelemetry_proto::tonic::common::v1::{
             AnyValue, InstrumentationScope, KeyValue, any_value::Value,
         };
@@ -737,16 +752,20 @@ mod tests {
         let body = chunk("body");
         assert_eq!(body.dictionary_page_offset(), None);
         assert!(body.statistics().is_none());
+        for leaf in ["attributes.entries.key", "attributes.entries.value"] {
+            let c = chunk(leaf);
+            assert!(c.statistics().is_none(), "{leaf}");
+            assert!(c.dictionary_page_offset().is_some(), "{leaf}");
+        }
         for leaf in [
-            "attributes.entries.key",
-            "attributes.entries.value",
             "resource.entries.key",
             "resource.entries.value",
+            "scope_attributes.entries.key",
             "scope_attributes.entries.value",
         ] {
             let c = chunk(leaf);
             assert!(c.statistics().is_none(), "{leaf}");
-            assert!(c.dictionary_page_offset().is_some(), "{leaf}");
+            assert_eq!(c.dictionary_page_offset(), None, "{leaf}");
         }
         for dictionary in ["service", "severity_text"] {
             let c = chunk(dictionary);
