@@ -58,7 +58,7 @@ fn map_leaves(schema: &SchemaRef, keep: impl Fn(&str) -> bool) -> Vec<ColumnPath
 /// Each is one run of identical bytes per request, which zstd takes as long matches for little
 /// CPU, where a dictionary hashes and looks up every key and value of every row.
 fn repeated_map(name: &str) -> bool {
-    name != col::ATTRIBUTES
+    matches!(name, col::RESOURCE | "scope_attributes")
 }
 
 #[derive(Debug, thiserror::Error)]
