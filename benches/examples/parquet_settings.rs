@@ -68,8 +68,15 @@ fn no_dictionary(b: WriterPropertiesBuilder, c: ColumnPath) -> WriterPropertiesB
     b.set_column_dictionary_enabled(c, false)
 }
 
-fn no_statistics(b: WriterPropertiesBuilder, c: ColumnPath) -> WriterPropertiesBuilder {
-    b.set_column_statistics_enabled(c, EnabledStatistics::None)
+/// The dictionaries compaction leaves off the maps that repeat on every row of a request.
+fn repeated_maps_with_dictionary(mut b: WriterPropertiesBuilder) -> WriterPropertiesBuilder {
+    for map in ["resource", "scope_attributes"] {
+        for leaf in ["key", "value"] {
+            let path = ColumnPath::new(vec![map.into(), "entries".into(), leaf.into()]);
+            b = b.set_column_dictionary_enabled(path, true);
+        }
+    }
+    b
 }
 
 fn no_dictionary_no_statistics(
@@ -95,6 +102,13 @@ fn main() {
         .collect();
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let schema = Signal::Logs.schema();
+    let in_force = ParquetOptions {
+        row_group_rows: ROW_GROUP_ROWS,
+        zstd_level: StorageConfig::default().parquet_zstd_level,
+        encryption: None,
+    }
+    .writer_properties(Signal::Logs)
+    .unwrap();
     let configs: Vec<(&str, WriterProperties)> = vec![
         ("zstd 3, dictionaries, bloom", bloom(zstd(3)).build()),
         ("zstd 1, dictionaries, bloom", bloom(zstd(1)).build()),
@@ -115,22 +129,10 @@ fn main() {
             plain(zstd(1), true, no_dictionary).build(),
         ),
         (
-            "zstd 1, body plain, maps+body no stats, bloom (before)",
-            bloom(plain(zstd(1), false, no_statistics))
-                .set_column_dictionary_enabled(ColumnPath::from("body"), false)
-                .set_column_statistics_enabled(ColumnPath::from("body"), EnabledStatistics::None)
-                .build(),
+            "in force, but resource and scope maps with dictionaries",
+            repeated_maps_with_dictionary(in_force.clone().into_builder()).build(),
         ),
-        (
-            "in force: as before, resource and scope maps plain",
-            ParquetOptions {
-                row_group_rows: ROW_GROUP_ROWS,
-                zstd_level: StorageConfig::default().parquet_zstd_level,
-                encryption: None,
-            }
-            .writer_properties(Signal::Logs)
-            .unwrap(),
-        ),
+        ("in force: resource and scope maps plain", in_force),
         (
             "zstd 1, maps+body plain, no stats, bloom",
             bloom(plain(zstd(1), true, no_dictionary_no_statistics)).build(),
