@@ -1043,6 +1043,117 @@ mod tests {
         );
     }
 
+    /// Text that is not UTF-8 makes the request undecodable, as prost has it, wherever the text
+    /// is and whether or not its record is stored: text is checked by column after reading
+    /// (`wire::Text`), and text that never reaches a column is checked on its own.
+    #[test]
+    fn text_that_is_not_utf8_is_refused_wherever_it_is() {
+        const MARK: &[u8] = b"<bad>";
+        let string = |s: &[u8]| field(1, s);
+        let any_string = |s: &[u8]| field(1, s); // AnyValue.string_value
+        let attribute = |k: &[u8], v: &[u8]| {
+            let mut kv = field(1, k);
+            kv.extend(field(2, &any_string(v)));
+            kv
+        };
+        let good_id = field(9, &[1; 16]);
+        let record = |fields: &[Vec<u8>]| fields.concat();
+        let request = |resource: &[u8], records: &[Vec<u8>]| {
+            let mut scope_logs = Vec::new();
+            for r in records {
+                scope_logs.extend(field(2, r));
+            }
+            let mut resource_logs = field(1, resource);
+            resource_logs.extend(field(2, &scope_logs));
+            field(1, &resource_logs)
+        };
+        let no_resource: &[u8] = &[];
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "a stored record's attribute value",
+                request(no_resource, &[record(&[field(6, &attribute(b"k", MARK))])]),
+            ),
+            (
+                "a stored record's attribute key",
+                request(no_resource, &[record(&[field(6, &attribute(MARK, b"v"))])]),
+            ),
+            (
+                "a body",
+                request(no_resource, &[record(&[field(5, &any_string(MARK))])]),
+            ),
+            (
+                "severity_text",
+                request(no_resource, &[record(&[field(3, MARK)])]),
+            ),
+            (
+                "event_name",
+                request(no_resource, &[record(&[field(12, MARK)])]),
+            ),
+            (
+                "a refused record (trace id of 3 bytes)",
+                request(
+                    no_resource,
+                    &[
+                        record(&[field(6, &attribute(b"k", b"fine"))]),
+                        record(&[field(9, &[1; 3]), field(6, &attribute(b"k", MARK))]),
+                    ],
+                ),
+            ),
+            (
+                "an attribute a later one with the same key replaces",
+                request(
+                    no_resource,
+                    &[record(&[
+                        good_id.clone(),
+                        field(6, &attribute(b"k", MARK)),
+                        field(6, &attribute(b"k", b"later")),
+                    ])],
+                ),
+            ),
+            (
+                "a severity_text given twice",
+                request(no_resource, &[record(&[field(3, MARK), field(3, b"INFO")])]),
+            ),
+            (
+                "a string value replaced by an int in the same AnyValue",
+                request(
+                    no_resource,
+                    &[record(&[field(
+                        5,
+                        &[any_string(MARK), vec![0x18, 7]].concat(),
+                    )])],
+                ),
+            ),
+            (
+                "a key given twice in one KeyValue",
+                request(
+                    no_resource,
+                    &[record(&[field(
+                        6,
+                        &[string(MARK), attribute(b"k", b"v")].concat(),
+                    )])],
+                ),
+            ),
+            (
+                "the resource of a group without records",
+                request(&field(1, &attribute(b"host.name", MARK)), &[]),
+            ),
+        ];
+        for (place, body) in cases {
+            let at = body.windows(MARK.len()).position(|w| w == MARK).unwrap();
+            // The same request with valid text decodes, in place as through prost.
+            check_as_through_prost(&body).unwrap();
+            decode_logs_protobuf(&body, RECEIVED).unwrap_or_else(|e| panic!("{place}: {e}"));
+            let mut bad = body.clone();
+            bad[at] = 0xff;
+            assert!(
+                ExportLogsServiceRequest::decode(bad.as_slice()).is_err(),
+                "{place}"
+            );
+            check_as_through_prost(&bad).unwrap_or_else(|e| panic!("{place}: {e}"));
+        }
+    }
+
     /// A typical SDK log record: 5 attributes, string body, trace context, under a resource
     /// of 6 attributes, in requests of `records` records (the SDKs' default batch is 512).
     fn sdk_like_logs_request(records: u64) -> ExportLogsServiceRequest {

@@ -3,16 +3,21 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, MapBuilder, MapFieldNames, StringArray, StringBuilder, UInt32Array};
+use arrow::array::{
+    ArrayRef, AsArray, BinaryArray, BinaryBuilder, GenericByteBuilder, MapArray, MapBuilder,
+    MapFieldNames, StringArray, StringBuilder, StructArray, UInt32Array,
+};
+use arrow::datatypes::{ByteArrayType, DataType};
 use arrow::error::ArrowError;
 
-use super::value::{append_string_form, for_each_last};
-use super::wire::KeyValueRef;
-use crate::schema::UNKNOWN_SERVICE;
+use super::value::{append_string_form, for_each_last, for_each_last_and_dropped};
+use super::wire::{KeyValueRef, Text};
+use crate::schema::{UNKNOWN_SERVICE, string_map_type};
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 
-/// Builder of one `map<string,string>` column (see [`crate::schema::string_map_type`]).
-pub(super) type StringMapBuilder = MapBuilder<StringBuilder, StringBuilder>;
+/// Builder of one `map<string,string>` column (see [`crate::schema::string_map_type`]), its
+/// keys and values [`Text`] until [`utf8_map`] checks them.
+pub(super) type TextMapBuilder = MapBuilder<BinaryBuilder, BinaryBuilder>;
 
 /// Guessed bytes per key or value, to size builders up front.
 const BYTES_PER_STRING_GUESS: usize = 16;
@@ -25,7 +30,7 @@ const MAX_RESERVED_ENTRIES: usize = 1 << 20;
 pub(super) const FIXED_ROW_BYTES: usize = 64;
 
 /// A map builder for `rows` rows holding about `entries` entries in all.
-pub(super) fn string_map_builder(rows: usize, entries: usize) -> StringMapBuilder {
+pub(super) fn text_map_builder(rows: usize, entries: usize) -> TextMapBuilder {
     let entries = entries.min(MAX_RESERVED_ENTRIES);
     let names = MapFieldNames {
         entry: "entries".to_owned(),
@@ -35,53 +40,94 @@ pub(super) fn string_map_builder(rows: usize, entries: usize) -> StringMapBuilde
     // MapBuilder makes the key field non-null and the value field nullable, as the schema wants.
     MapBuilder::with_capacity(
         Some(names),
-        StringBuilder::with_capacity(entries, entries * BYTES_PER_STRING_GUESS),
-        StringBuilder::with_capacity(entries, entries * BYTES_PER_STRING_GUESS),
+        BinaryBuilder::with_capacity(entries, entries * BYTES_PER_STRING_GUESS),
+        BinaryBuilder::with_capacity(entries, entries * BYTES_PER_STRING_GUESS),
         rows,
     )
 }
 
+/// A column of [`Text`] as the UTF-8 column it must be: all its bytes checked in one pass,
+/// then every value's bounds checked to fall between characters.
+pub(super) fn utf8(text: BinaryArray) -> Result<StringArray, ArrowError> {
+    StringArray::try_from_binary(text)
+}
+
+/// A map column of [`Text`] keys and values as the `map<string,string>` column it must be.
+pub(super) fn utf8_map(text: MapArray) -> Result<MapArray, ArrowError> {
+    let not_text = || ArrowError::SchemaError("a text map column must hold binary".into());
+    let DataType::Map(entries_field, _) = string_map_type() else {
+        return Err(not_text());
+    };
+    let DataType::Struct(fields) = entries_field.data_type().clone() else {
+        return Err(not_text());
+    };
+    let (_, offsets, entries, nulls, ordered) = text.into_parts();
+    let (_, columns, entry_nulls) = entries.into_parts();
+    let columns = columns
+        .iter()
+        .map(|c| {
+            let text = c.as_binary_opt::<i32>().ok_or_else(not_text)?;
+            Ok(Arc::new(utf8(text.clone())?) as ArrayRef)
+        })
+        .collect::<Result<Vec<_>, ArrowError>>()?;
+    let entries = StructArray::try_new(fields, columns, entry_nulls)?;
+    MapArray::try_new(entries_field, offsets, entries, nulls, ordered)
+}
+
 /// Appends one row holding `attributes` by their string forms, duplicate keys keeping the last.
+/// The text of a value a later one replaces goes to `unstored`, to be checked with the columns
+/// (see [`Text`]).
 pub(super) fn append_attributes(
-    builder: &mut StringMapBuilder,
+    builder: &mut TextMapBuilder,
+    unstored: &mut BinaryBuilder,
     attributes: &[KeyValueRef<'_>],
 ) -> Result<(), ArrowError> {
-    for_each_last(attributes, |kv| {
-        let (keys, values) = builder.entries();
-        keys.append_value(kv.key);
-        append_string_form(values, &kv.value)
-    })?;
+    for_each_last_and_dropped(
+        attributes,
+        |kv| {
+            let (keys, values) = builder.entries();
+            keys.append_value(kv.key);
+            append_string_form(values, &kv.value)
+        },
+        |kv| {
+            if let Some(text) = kv.value.as_text() {
+                unstored.append_value(text);
+            }
+        },
+    )?;
     builder.append(true)
 }
 
-/// Bytes held by a string builder: its data plus its offsets.
-pub(super) fn string_bytes(builder: &StringBuilder) -> usize {
+/// Bytes held by a string or binary builder: its data plus its offsets.
+pub(super) fn string_bytes<T: ByteArrayType>(builder: &GenericByteBuilder<T>) -> usize {
     builder.values_slice().len() + std::mem::size_of_val(builder.offsets_slice())
 }
 
 /// Bytes held by the keys and values of a map builder.
-pub(super) fn map_bytes(builder: &mut StringMapBuilder) -> usize {
+pub(super) fn map_bytes(builder: &mut TextMapBuilder) -> usize {
     let (keys, values) = builder.entries();
     string_bytes(keys) + string_bytes(values)
 }
 
 /// `None` for an empty string: OTLP cannot tell an empty string from an absent one.
-pub(super) fn non_empty(s: &str) -> Option<&str> {
-    (!s.is_empty()).then_some(s)
+pub(super) fn non_empty<T: AsRef<[u8]> + ?Sized>(s: &T) -> Option<&T> {
+    (!s.as_ref().is_empty()).then_some(s)
 }
 
 /// An attribute map converted once, then appended to every row of its resource or scope.
 #[derive(Debug)]
 pub(super) struct PreparedMap {
-    keys: StringArray,
-    values: StringArray,
+    keys: BinaryArray,
+    values: BinaryArray,
 }
 
 impl PreparedMap {
+    /// `attributes` must have been checked to be UTF-8 ([`super::wire::check_attributes`]) or
+    /// come from prost: the values a later key replaces are dropped unchecked.
     pub(super) fn new(attributes: &[KeyValueRef<'_>]) -> Result<Self, ArrowError> {
         let n = attributes.len();
-        let mut keys = StringBuilder::with_capacity(n, n * BYTES_PER_STRING_GUESS);
-        let mut values = StringBuilder::with_capacity(n, n * BYTES_PER_STRING_GUESS);
+        let mut keys = BinaryBuilder::with_capacity(n, n * BYTES_PER_STRING_GUESS);
+        let mut values = BinaryBuilder::with_capacity(n, n * BYTES_PER_STRING_GUESS);
         for_each_last(attributes, |kv| {
             keys.append_value(kv.key);
             append_string_form(&mut values, &kv.value)
@@ -92,7 +138,7 @@ impl PreparedMap {
         })
     }
 
-    fn append_to(&self, builder: &mut StringMapBuilder) -> Result<(), ArrowError> {
+    fn append_to(&self, builder: &mut TextMapBuilder) -> Result<(), ArrowError> {
         let (keys, values) = builder.entries();
         keys.append_array(&self.keys)?;
         values.append_array(&self.values)?;
@@ -102,7 +148,7 @@ impl PreparedMap {
     /// Bytes one row of this map adds to a column.
     fn bytes(&self) -> usize {
         let data =
-            |a: &StringArray| a.value_data().len() + std::mem::size_of_val(a.value_offsets());
+            |a: &BinaryArray| a.value_data().len() + std::mem::size_of_val(a.value_offsets());
         data(&self.keys) + data(&self.values)
     }
 }
@@ -110,7 +156,7 @@ impl PreparedMap {
 /// What every record under one resource shares.
 #[derive(Debug)]
 pub(super) struct ResourceContext<'a> {
-    service: &'a str,
+    service: Text<'a>,
     attributes: PreparedMap,
     dropped_attributes_count: u32,
     schema_url: Option<&'a str>,
@@ -132,14 +178,14 @@ impl<'a> ResourceContext<'a> {
 }
 
 /// `service.name` when its (last) value is a non-empty string, else [`UNKNOWN_SERVICE`].
-fn service_name<'a>(attributes: &[KeyValueRef<'a>]) -> &'a str {
+fn service_name<'a>(attributes: &[KeyValueRef<'a>]) -> Text<'a> {
     attributes
         .iter()
         .rev()
-        .find(|kv| kv.key == "service.name")
-        .and_then(|kv| kv.value.as_str())
+        .find(|kv| kv.key == b"service.name")
+        .and_then(|kv| kv.value.as_text())
         .filter(|name| !name.is_empty())
-        .unwrap_or(UNKNOWN_SERVICE)
+        .unwrap_or(UNKNOWN_SERVICE.as_bytes())
 }
 
 /// What every record under one instrumentation scope shares.
@@ -206,13 +252,13 @@ pub(super) fn context_row_bytes(resource: &ResourceContext<'_>, scope: &ScopeCon
 /// The `service` column and the resource and scope columns that end both tables' schemas.
 #[derive(Debug)]
 pub(super) struct ContextColumns {
-    service: StringBuilder,
-    resource: StringMapBuilder,
+    service: BinaryBuilder,
+    resource: TextMapBuilder,
     resource_dropped_attributes_count: Vec<u32>,
     resource_schema_url: StringBuilder,
     scope_name: StringBuilder,
     scope_version: StringBuilder,
-    scope_attributes: StringMapBuilder,
+    scope_attributes: TextMapBuilder,
     scope_dropped_attributes_count: Vec<u32>,
     scope_schema_url: StringBuilder,
 }
@@ -231,13 +277,13 @@ impl ContextColumns {
         scope_entries: usize,
     ) -> Self {
         Self {
-            service: StringBuilder::with_capacity(rows, rows * BYTES_PER_STRING_GUESS),
-            resource: string_map_builder(rows, resource_entries),
+            service: BinaryBuilder::with_capacity(rows, rows * BYTES_PER_STRING_GUESS),
+            resource: text_map_builder(rows, resource_entries),
             resource_dropped_attributes_count: Vec::with_capacity(rows),
             resource_schema_url: StringBuilder::with_capacity(rows, 0),
             scope_name: StringBuilder::with_capacity(rows, rows * BYTES_PER_STRING_GUESS),
             scope_version: StringBuilder::with_capacity(rows, rows * 8),
-            scope_attributes: string_map_builder(rows, scope_entries),
+            scope_attributes: text_map_builder(rows, scope_entries),
             scope_dropped_attributes_count: Vec::with_capacity(rows),
             scope_schema_url: StringBuilder::with_capacity(rows, 0),
         }
@@ -273,20 +319,20 @@ impl ContextColumns {
             + string_bytes(&self.scope_schema_url)
     }
 
-    pub(super) fn finish(mut self) -> FinishedContext {
-        FinishedContext {
-            service: Arc::new(self.service.finish()),
+    pub(super) fn finish(mut self) -> Result<FinishedContext, ArrowError> {
+        Ok(FinishedContext {
+            service: Arc::new(utf8(self.service.finish())?),
             tail: [
-                Arc::new(self.resource.finish()),
+                Arc::new(utf8_map(self.resource.finish())?),
                 Arc::new(UInt32Array::from(self.resource_dropped_attributes_count)),
                 Arc::new(self.resource_schema_url.finish()),
                 Arc::new(self.scope_name.finish()),
                 Arc::new(self.scope_version.finish()),
-                Arc::new(self.scope_attributes.finish()),
+                Arc::new(utf8_map(self.scope_attributes.finish())?),
                 Arc::new(UInt32Array::from(self.scope_dropped_attributes_count)),
                 Arc::new(self.scope_schema_url.finish()),
             ],
-        }
+        })
     }
 }
 
@@ -294,36 +340,74 @@ impl ContextColumns {
 mod tests {
     use super::*;
     use crate::decode::wire::ValueRef;
-    use crate::schema::string_map_type;
     use arrow::array::Array;
 
     fn kv<'a>(key: &'a str, value: Option<ValueRef<'a>>) -> KeyValueRef<'a> {
         KeyValueRef {
-            key,
+            key: key.as_bytes(),
             value: value.unwrap_or(ValueRef::Empty),
         }
     }
 
     #[test]
     fn map_builder_produces_the_schema_map_type() {
-        let mut b = string_map_builder(2, 2);
-        append_attributes(&mut b, &[kv("a", Some(ValueRef::Int(1))), kv("b", None)]).unwrap();
+        let mut b = text_map_builder(2, 2);
+        let mut unstored = BinaryBuilder::new();
+        append_attributes(
+            &mut b,
+            &mut unstored,
+            &[kv("a", Some(ValueRef::Int(1))), kv("b", None)],
+        )
+        .unwrap();
         PreparedMap::new(&[kv("c", Some(ValueRef::Bool(true)))])
             .unwrap()
             .append_to(&mut b)
             .unwrap();
-        let map = b.finish();
+        let map = utf8_map(b.finish()).unwrap();
         assert_eq!(map.data_type(), &string_map_type());
         assert_eq!(map.len(), 2);
         assert_eq!(map.null_count(), 0);
     }
 
     #[test]
+    fn text_columns_must_be_utf8_value_by_value() {
+        let column = |values: &[&[u8]]| BinaryArray::from_iter_values(values.iter().copied());
+        let text = utf8(column(&["héllo".as_bytes(), b"", b"ok"])).unwrap();
+        assert_eq!(text.value(0), "héllo");
+        assert_eq!(text.value(2), "ok");
+        assert!(utf8(column(&[b"ok", b"\xff"])).is_err());
+        // Two values that are UTF-8 only when joined: each must be UTF-8 on its own.
+        let e_acute = "é".as_bytes();
+        assert!(utf8(column(&[&e_acute[..1], &e_acute[1..]])).is_err());
+
+        let bad_key = KeyValueRef {
+            key: b"\xfe",
+            value: ValueRef::Empty,
+        };
+        let bad_value = kv("k", Some(ValueRef::Str(b"\xc3")));
+        for bad in [bad_key, bad_value] {
+            let mut b = text_map_builder(1, 2);
+            let mut unstored = BinaryBuilder::new();
+            append_attributes(&mut b, &mut unstored, &[kv("fine", None), bad]).unwrap();
+            assert!(utf8_map(b.finish()).is_err());
+            assert_eq!(unstored.finish().len(), 0);
+        }
+        // A value a later one with the same key replaces is not stored, but kept to be checked.
+        let mut b = text_map_builder(1, 2);
+        let mut unstored = BinaryBuilder::new();
+        let replaced = kv("k", Some(ValueRef::Str(b"\xc3")));
+        append_attributes(&mut b, &mut unstored, &[replaced, kv("k", None)]).unwrap();
+        assert!(utf8_map(b.finish()).is_ok());
+        assert!(utf8(unstored.finish()).is_err());
+    }
+
+    #[test]
     fn service_name_falls_back_to_unknown_service() {
-        let name = |attrs: &[KeyValueRef<'_>]| service_name(attrs).to_owned();
+        let name =
+            |attrs: &[KeyValueRef<'_>]| String::from_utf8(service_name(attrs).to_vec()).unwrap();
         assert_eq!(name(&[]), UNKNOWN_SERVICE);
         assert_eq!(
-            name(&[kv("service.name", Some(ValueRef::Str("")))]),
+            name(&[kv("service.name", Some(ValueRef::Str(b"")))]),
             UNKNOWN_SERVICE
         );
         assert_eq!(
@@ -332,14 +416,14 @@ mod tests {
         );
         assert_eq!(name(&[kv("service.name", None)]), UNKNOWN_SERVICE);
         assert_eq!(
-            name(&[kv("service.name", Some(ValueRef::Str("api")))]),
+            name(&[kv("service.name", Some(ValueRef::Str(b"api")))]),
             "api"
         );
         // Last one wins, as in the resource map.
         assert_eq!(
             name(&[
-                kv("service.name", Some(ValueRef::Str("old"))),
-                kv("service.name", Some(ValueRef::Str("new"))),
+                kv("service.name", Some(ValueRef::Str(b"old"))),
+                kv("service.name", Some(ValueRef::Str(b"new"))),
             ]),
             "new"
         );

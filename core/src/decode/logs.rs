@@ -4,18 +4,24 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int32Array, StringBuilder, TimestampNanosecondArray, UInt32Array};
+use arrow::array::{
+    ArrayRef, BinaryBuilder, Int32Array, StringBuilder, TimestampNanosecondArray, UInt32Array,
+};
 use arrow::error::ArrowError;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::EntityRef;
 use prost::Message;
 
 use super::columns::{
-    ContextColumns, FIXED_ROW_BYTES, ResourceContext, ScopeContext, ScopeFields, StringMapBuilder,
-    append_attributes, context_row_bytes, map_bytes, non_empty, string_bytes, string_map_builder,
+    ContextColumns, FIXED_ROW_BYTES, ResourceContext, ScopeContext, ScopeFields, TextMapBuilder,
+    append_attributes, context_row_bytes, map_bytes, non_empty, string_bytes, text_map_builder,
+    utf8, utf8_map,
 };
 use super::value::{append_body, append_hex_id};
-use super::wire::{Fields, KeyValueRef, ValueRef, WireError, WireResult, read_attribute, set_once};
+use super::wire::{
+    Fields, KeyValueRef, Text, ValueRef, WireError, WireResult, check_attributes, check_text,
+    read_attribute, replace_text, set_once,
+};
 use super::{DecodeError, Decoded, Reason, Rejections, WireDecodeError, finish};
 use crate::batch::Signal;
 
@@ -87,8 +93,12 @@ pub(super) fn decode_protobuf(
                 attributes.clear();
                 let record = Record::read(field.bytes()?, &mut attributes)?;
                 match check(&record, received_at_ns) {
-                    Err(reason) => rejections.add(reason),
+                    Err(reason) => {
+                        record.check_text(&attributes)?;
+                        rejections.add(reason);
+                    }
                     Ok(_) if columns.bytes() + context_bytes > max_batch_bytes => {
+                        record.check_text(&attributes)?;
                         rejections.add(Reason::BatchTooLarge);
                     }
                     Ok(times) => columns
@@ -98,8 +108,9 @@ pub(super) fn decode_protobuf(
             }
         }
     }
-    finish(Signal::Logs, columns.finish(), sizes.records, &rejections)
-        .map_err(WireDecodeError::Build)
+    // Text that is not UTF-8 is a malformed request: prost says where.
+    let columns = columns.finish().map_err(|_| WireError::Malformed)?;
+    finish(Signal::Logs, columns, sizes.records, &rejections).map_err(WireDecodeError::Build)
 }
 
 /// A `Resource` read in place.
@@ -124,6 +135,7 @@ impl<'a> ResourceFields<'a> {
                 _ => {}
             }
         }
+        check_attributes(&resource.attributes)?;
         Ok(resource)
     }
 }
@@ -170,6 +182,7 @@ fn read_scope(message: &[u8]) -> WireResult<ScopeFields<'_>> {
             _ => {}
         }
     }
+    check_attributes(&scope.attributes)?;
     Ok(scope)
 }
 
@@ -179,13 +192,13 @@ struct Record<'a> {
     time_unix_nano: u64,
     observed_time_unix_nano: u64,
     severity_number: i32,
-    severity_text: &'a str,
+    severity_text: Text<'a>,
     body: Option<ValueRef<'a>>,
     dropped_attributes_count: u32,
     flags: u32,
     trace_id: &'a [u8],
     span_id: &'a [u8],
-    event_name: &'a str,
+    event_name: Text<'a>,
 }
 
 impl<'a> Record<'a> {
@@ -196,7 +209,7 @@ impl<'a> Record<'a> {
             match number {
                 1 => record.time_unix_nano = field.fixed64()?,
                 2 => record.severity_number = field.int32()?,
-                3 => record.severity_text = field.string()?,
+                3 => replace_text(&mut record.severity_text, field.text()?)?,
                 5 => set_once(&mut record.body, ValueRef::read(field.bytes()?)?)?,
                 6 => read_attribute(attributes, field.bytes()?)?,
                 7 => record.dropped_attributes_count = field.uint32()?,
@@ -204,11 +217,21 @@ impl<'a> Record<'a> {
                 9 => record.trace_id = field.bytes()?,
                 10 => record.span_id = field.bytes()?,
                 11 => record.observed_time_unix_nano = field.fixed64()?,
-                12 => record.event_name = field.string()?,
+                12 => replace_text(&mut record.event_name, field.text()?)?,
                 _ => {}
             }
         }
         Ok(record)
+    }
+
+    /// Checks the text of a record that is not stored (see [`Text`]).
+    fn check_text(&self, attributes: &[KeyValueRef<'_>]) -> WireResult<()> {
+        check_text(self.severity_text)?;
+        check_text(self.event_name)?;
+        if let Some(body) = self.body.as_ref().and_then(ValueRef::as_text) {
+            check_text(body)?;
+        }
+        check_attributes(attributes)
     }
 }
 
@@ -319,15 +342,17 @@ struct LogColumns {
     time: Vec<i64>,
     observed_time: Vec<i64>,
     severity_number: Vec<i32>,
-    severity_text: StringBuilder,
-    body: StringBuilder,
+    severity_text: BinaryBuilder,
+    body: BinaryBuilder,
     trace_id: StringBuilder,
     span_id: StringBuilder,
     flags: Vec<u32>,
-    event_name: StringBuilder,
-    attributes: StringMapBuilder,
+    event_name: BinaryBuilder,
+    attributes: TextMapBuilder,
     dropped_attributes_count: Vec<u32>,
     context: ContextColumns,
+    /// Text read but not stored, to be checked with the columns (see [`Text`]).
+    unstored: BinaryBuilder,
 }
 
 impl LogColumns {
@@ -337,19 +362,20 @@ impl LogColumns {
             time: Vec::with_capacity(rows),
             observed_time: Vec::with_capacity(rows),
             severity_number: Vec::with_capacity(rows),
-            severity_text: StringBuilder::with_capacity(rows, rows * 5),
-            body: StringBuilder::with_capacity(rows, sizes.body_bytes),
+            severity_text: BinaryBuilder::with_capacity(rows, rows * 5),
+            body: BinaryBuilder::with_capacity(rows, sizes.body_bytes),
             trace_id: StringBuilder::with_capacity(rows, sizes.with_trace_id * TRACE_ID_LEN * 2),
             span_id: StringBuilder::with_capacity(rows, sizes.with_trace_id * SPAN_ID_LEN * 2),
             flags: Vec::with_capacity(rows),
-            event_name: StringBuilder::with_capacity(rows, 0),
-            attributes: string_map_builder(rows, sizes.attributes),
+            event_name: BinaryBuilder::with_capacity(rows, 0),
+            attributes: text_map_builder(rows, sizes.attributes),
             dropped_attributes_count: Vec::with_capacity(rows),
             context: ContextColumns::with_capacity(
                 rows,
                 sizes.resource_entries,
                 sizes.scope_entries,
             ),
+            unstored: BinaryBuilder::new(),
         }
     }
 
@@ -374,7 +400,7 @@ impl LogColumns {
         append_optional_id(&mut self.span_id, record.span_id)?;
         self.flags.push(record.flags);
         self.event_name.append_option(non_empty(record.event_name));
-        append_attributes(&mut self.attributes, attributes)?;
+        append_attributes(&mut self.attributes, &mut self.unstored, attributes)?;
         self.dropped_attributes_count
             .push(record.dropped_attributes_count);
         self.context.append(resource, scope)
@@ -391,24 +417,26 @@ impl LogColumns {
             + self.context.bytes()
     }
 
-    fn finish(mut self) -> Vec<ArrayRef> {
-        let context = self.context.finish();
+    /// The columns, each text column checked to be UTF-8 (see [`Text`]).
+    fn finish(mut self) -> Result<Vec<ArrayRef>, ArrowError> {
+        utf8(self.unstored.finish())?;
+        let context = self.context.finish()?;
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(TimestampNanosecondArray::from(self.time).with_timezone("UTC")),
             Arc::new(TimestampNanosecondArray::from(self.observed_time).with_timezone("UTC")),
             context.service,
             Arc::new(Int32Array::from(self.severity_number)),
-            Arc::new(self.severity_text.finish()),
-            Arc::new(self.body.finish()),
+            Arc::new(utf8(self.severity_text.finish())?),
+            Arc::new(utf8(self.body.finish())?),
             Arc::new(self.trace_id.finish()),
             Arc::new(self.span_id.finish()),
             Arc::new(UInt32Array::from(self.flags)),
-            Arc::new(self.event_name.finish()),
-            Arc::new(self.attributes.finish()),
+            Arc::new(utf8(self.event_name.finish())?),
+            Arc::new(utf8_map(self.attributes.finish())?),
             Arc::new(UInt32Array::from(self.dropped_attributes_count)),
         ];
         columns.extend(context.tail);
-        columns
+        Ok(columns)
     }
 }
 

@@ -4,7 +4,9 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array, StringBuilder, TimestampNanosecondArray, UInt32Array};
+use arrow::array::{
+    ArrayRef, BinaryBuilder, Int64Array, StringBuilder, TimestampNanosecondArray, UInt32Array,
+};
 use arrow::error::ArrowError;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link, SpanKind};
@@ -12,9 +14,9 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 
 use super::columns::{
-    ContextColumns, FIXED_ROW_BYTES, ResourceContext, ScopeContext, ScopeFields, StringMapBuilder,
+    ContextColumns, FIXED_ROW_BYTES, ResourceContext, ScopeContext, ScopeFields, TextMapBuilder,
     append_attributes, attribute_refs, context_row_bytes, map_bytes, non_empty, string_bytes,
-    string_map_builder,
+    text_map_builder, utf8, utf8_map,
 };
 use super::value::{
     append_hex_id, fmt_error, write_json_hex, write_json_str, write_json_string_map,
@@ -65,7 +67,12 @@ pub(super) fn decode(
             }
         }
     }
-    finish(Signal::Spans, columns.finish(), sizes.records, &rejections)
+    finish(
+        Signal::Spans,
+        columns.finish().map_err(arrow)?,
+        sizes.records,
+        &rejections,
+    )
 }
 
 /// The time columns of a valid span.
@@ -243,13 +250,15 @@ struct SpanColumns {
     kind: StringBuilder,
     status_code: StringBuilder,
     status_message: StringBuilder,
-    attributes: StringMapBuilder,
+    attributes: TextMapBuilder,
     dropped_attributes_count: Vec<u32>,
     events: StringBuilder,
     dropped_events_count: Vec<u32>,
     links: StringBuilder,
     dropped_links_count: Vec<u32>,
     context: ContextColumns,
+    /// Attribute values a later key replaced, checked with the columns.
+    unstored: BinaryBuilder,
 }
 
 impl SpanColumns {
@@ -268,7 +277,7 @@ impl SpanColumns {
             kind: StringBuilder::with_capacity(rows, rows * 8),
             status_code: StringBuilder::with_capacity(rows, rows * 5),
             status_message: StringBuilder::with_capacity(rows, 0),
-            attributes: string_map_builder(rows, sizes.attributes),
+            attributes: text_map_builder(rows, sizes.attributes),
             dropped_attributes_count: Vec::with_capacity(rows),
             events: StringBuilder::with_capacity(rows, rows * 2),
             dropped_events_count: Vec::with_capacity(rows),
@@ -279,6 +288,7 @@ impl SpanColumns {
                 sizes.resource_entries,
                 sizes.scope_entries,
             ),
+            unstored: BinaryBuilder::new(),
         }
     }
 
@@ -307,7 +317,11 @@ impl SpanColumns {
             .append_value(status_code_name(span.status.as_ref()));
         self.status_message
             .append_option(span.status.as_ref().and_then(|s| non_empty(&s.message)));
-        append_attributes(&mut self.attributes, &attribute_refs(&span.attributes))?;
+        append_attributes(
+            &mut self.attributes,
+            &mut self.unstored,
+            &attribute_refs(&span.attributes),
+        )?;
         self.dropped_attributes_count
             .push(span.dropped_attributes_count);
         write_events(&mut self.events, &span.events).map_err(fmt_error)?;
@@ -336,8 +350,9 @@ impl SpanColumns {
             + self.context.bytes()
     }
 
-    fn finish(mut self) -> Vec<ArrayRef> {
-        let context = self.context.finish();
+    fn finish(mut self) -> Result<Vec<ArrayRef>, ArrowError> {
+        utf8(self.unstored.finish())?;
+        let context = self.context.finish()?;
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(TimestampNanosecondArray::from(self.time).with_timezone("UTC")),
             Arc::new(TimestampNanosecondArray::from(self.end_time).with_timezone("UTC")),
@@ -352,7 +367,7 @@ impl SpanColumns {
             Arc::new(self.kind.finish()),
             Arc::new(self.status_code.finish()),
             Arc::new(self.status_message.finish()),
-            Arc::new(self.attributes.finish()),
+            Arc::new(utf8_map(self.attributes.finish())?),
             Arc::new(UInt32Array::from(self.dropped_attributes_count)),
             Arc::new(self.events.finish()),
             Arc::new(UInt32Array::from(self.dropped_events_count)),
@@ -360,7 +375,7 @@ impl SpanColumns {
             Arc::new(UInt32Array::from(self.dropped_links_count)),
         ];
         columns.extend(context.tail);
-        columns
+        Ok(columns)
     }
 }
 

@@ -3,8 +3,9 @@
 
 use std::collections::HashMap;
 use std::fmt::{self, Write};
+use std::io::Write as _;
 
-use arrow::array::StringBuilder;
+use arrow::array::{BinaryBuilder, StringBuilder};
 use arrow::error::ArrowError;
 use base64::display::Base64Display;
 use base64::engine::general_purpose::STANDARD;
@@ -37,7 +38,7 @@ pub fn any_value_to_string(value: &AnyValue) -> Option<String> {
 
 /// Appends the string form of `value` to `builder`, or a null for an empty value.
 pub(super) fn append_string_form(
-    builder: &mut StringBuilder,
+    builder: &mut BinaryBuilder,
     value: &ValueRef<'_>,
 ) -> Result<(), ArrowError> {
     match value {
@@ -45,7 +46,8 @@ pub(super) fn append_string_form(
         ValueRef::Str(s) => builder.append_value(s),
         ValueRef::Bool(b) => builder.append_value(if *b { "true" } else { "false" }),
         other => {
-            with_value(other, |v| write_string_form(builder, v)).map_err(fmt_error)?;
+            with_value(other, |v| write_string_form(&mut TextWriter(builder), v))
+                .map_err(fmt_error)?;
             builder.append_value("");
         }
     }
@@ -54,29 +56,44 @@ pub(super) fn append_string_form(
 
 /// Appends a log body: a string body as is, any other value as compact JSON, null when empty.
 pub(super) fn append_body(
-    builder: &mut StringBuilder,
+    builder: &mut BinaryBuilder,
     body: &ValueRef<'_>,
 ) -> Result<(), ArrowError> {
     match body {
         ValueRef::Empty => builder.append_null(),
         ValueRef::Str(s) => builder.append_value(s),
         other => {
-            with_value(other, |v| write_json_value(builder, Some(v))).map_err(fmt_error)?;
+            with_value(other, |v| {
+                write_json_value(&mut TextWriter(builder), Some(v))
+            })
+            .map_err(fmt_error)?;
             builder.append_value("");
         }
     }
     Ok(())
 }
 
+/// Text written into a binary builder's next value (which `append_value("")` then ends).
+struct TextWriter<'b>(&'b mut BinaryBuilder);
+
+impl Write for TextWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.write_all(s.as_bytes()).map_err(|_| fmt::Error)
+    }
+}
+
 /// Calls `f` with `value` as a prost value: numbers and nested values without allocating, the
 /// rarer strings and bytes copied. The string forms and JSON are written by one set of functions.
-fn with_value<R>(value: &ValueRef<'_>, f: impl FnOnce(&Value) -> R) -> R {
+fn with_value(value: &ValueRef<'_>, f: impl FnOnce(&Value) -> fmt::Result) -> fmt::Result {
     match value {
         ValueRef::Nested(v) => f(v),
         ValueRef::Int(i) => f(&Value::IntValue(*i)),
         ValueRef::Double(d) => f(&Value::DoubleValue(*d)),
         ValueRef::Bool(b) => f(&Value::BoolValue(*b)),
-        ValueRef::Str(s) => f(&Value::StringValue((*s).to_owned())),
+        ValueRef::Str(s) => {
+            let s = std::str::from_utf8(s).map_err(|_| fmt::Error)?;
+            f(&Value::StringValue(s.to_owned()))
+        }
         ValueRef::Bytes(b) => f(&Value::BytesValue(b.to_vec())),
         ValueRef::Empty => f(&Value::StringValueStrindex(0)),
     }
@@ -219,26 +236,39 @@ pub(super) fn write_json_str<W: Write>(w: &mut W, s: &str) -> fmt::Result {
 /// for duplicate keys the last one wins, so the keys passed to `f` are unique.
 pub(super) fn for_each_last<'a, T: Keyed, E>(
     entries: &'a [T],
+    f: impl FnMut(&'a T) -> Result<(), E>,
+) -> Result<(), E> {
+    for_each_last_and_dropped(entries, f, |_| {})
+}
+
+/// [`for_each_last`], and `dropped` on each entry a later one with the same key replaces.
+pub(super) fn for_each_last_and_dropped<'a, T: Keyed, E>(
+    entries: &'a [T],
     mut f: impl FnMut(&'a T) -> Result<(), E>,
+    mut dropped: impl FnMut(&'a T),
 ) -> Result<(), E> {
     if entries.len() <= PAIRWISE_DEDUP_MAX {
         for (i, kv) in entries.iter().enumerate() {
-            if !entries
+            if entries
                 .iter()
                 .skip(i + 1)
                 .any(|later| later.key() == kv.key())
             {
+                dropped(kv);
+            } else {
                 f(kv)?;
             }
         }
     } else {
-        let mut last: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
+        let mut last: HashMap<&[u8], usize> = HashMap::with_capacity(entries.len());
         for (i, kv) in entries.iter().enumerate() {
             last.insert(kv.key(), i);
         }
         for (i, kv) in entries.iter().enumerate() {
             if last.get(kv.key()) == Some(&i) {
                 f(kv)?;
+            } else {
+                dropped(kv);
             }
         }
     }
@@ -247,17 +277,17 @@ pub(super) fn for_each_last<'a, T: Keyed, E>(
 
 /// An attribute's key, whether prost decoded it or it was read in place.
 pub(super) trait Keyed {
-    fn key(&self) -> &str;
+    fn key(&self) -> &[u8];
 }
 
 impl Keyed for KeyValue {
-    fn key(&self) -> &str {
-        &self.key
+    fn key(&self) -> &[u8] {
+        self.key.as_bytes()
     }
 }
 
 impl Keyed for super::wire::KeyValueRef<'_> {
-    fn key(&self) -> &str {
+    fn key(&self) -> &[u8] {
         self.key
     }
 }
