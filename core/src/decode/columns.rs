@@ -19,6 +19,10 @@ use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 /// keys and values [`Text`] until [`utf8_map`] checks them.
 pub(super) type TextMapBuilder = MapBuilder<BinaryBuilder, BinaryBuilder>;
 
+/// Builder of a `map<string,string>` column of checked strings: the resource and scope maps,
+/// whose text is checked once per group rather than on each of its rows.
+pub(super) type StringMapBuilder = MapBuilder<StringBuilder, StringBuilder>;
+
 /// Guessed bytes per key or value, to size builders up front.
 const BYTES_PER_STRING_GUESS: usize = 16;
 
@@ -30,7 +34,10 @@ const MAX_RESERVED_ENTRIES: usize = 1 << 20;
 pub(super) const FIXED_ROW_BYTES: usize = 64;
 
 /// A map builder for `rows` rows holding about `entries` entries in all.
-pub(super) fn text_map_builder(rows: usize, entries: usize) -> TextMapBuilder {
+pub(super) fn map_builder<T: ByteArrayType>(
+    rows: usize,
+    entries: usize,
+) -> MapBuilder<GenericByteBuilder<T>, GenericByteBuilder<T>> {
     let entries = entries.min(MAX_RESERVED_ENTRIES);
     let names = MapFieldNames {
         entry: "entries".to_owned(),
@@ -40,8 +47,8 @@ pub(super) fn text_map_builder(rows: usize, entries: usize) -> TextMapBuilder {
     // MapBuilder makes the key field non-null and the value field nullable, as the schema wants.
     MapBuilder::with_capacity(
         Some(names),
-        BinaryBuilder::with_capacity(entries, entries * BYTES_PER_STRING_GUESS),
-        BinaryBuilder::with_capacity(entries, entries * BYTES_PER_STRING_GUESS),
+        GenericByteBuilder::with_capacity(entries, entries * BYTES_PER_STRING_GUESS),
+        GenericByteBuilder::with_capacity(entries, entries * BYTES_PER_STRING_GUESS),
         rows,
     )
 }
@@ -104,7 +111,9 @@ pub(super) fn string_bytes<T: ByteArrayType>(builder: &GenericByteBuilder<T>) ->
 }
 
 /// Bytes held by the keys and values of a map builder.
-pub(super) fn map_bytes(builder: &mut TextMapBuilder) -> usize {
+pub(super) fn map_bytes<T: ByteArrayType>(
+    builder: &mut MapBuilder<GenericByteBuilder<T>, GenericByteBuilder<T>>,
+) -> usize {
     let (keys, values) = builder.entries();
     string_bytes(keys) + string_bytes(values)
 }
@@ -114,16 +123,17 @@ pub(super) fn non_empty<T: AsRef<[u8]> + ?Sized>(s: &T) -> Option<&T> {
     (!s.as_ref().is_empty()).then_some(s)
 }
 
-/// An attribute map converted once, then appended to every row of its resource or scope.
+/// An attribute map converted and checked once, then appended to every row of its resource or
+/// scope.
 #[derive(Debug)]
 pub(super) struct PreparedMap {
-    keys: BinaryArray,
-    values: BinaryArray,
+    keys: StringArray,
+    values: StringArray,
 }
 
 impl PreparedMap {
-    /// `attributes` must have been checked to be UTF-8 ([`super::wire::check_attributes`]) or
-    /// come from prost: the values a later key replaces are dropped unchecked.
+    /// The values a later key replaces are dropped unchecked: `attributes` must have been
+    /// checked to be UTF-8 ([`super::wire::check_attributes`]) or come from prost.
     pub(super) fn new(attributes: &[KeyValueRef<'_>]) -> Result<Self, ArrowError> {
         let n = attributes.len();
         let mut keys = BinaryBuilder::with_capacity(n, n * BYTES_PER_STRING_GUESS);
@@ -133,12 +143,12 @@ impl PreparedMap {
             append_string_form(&mut values, &kv.value)
         })?;
         Ok(Self {
-            keys: keys.finish(),
-            values: values.finish(),
+            keys: utf8(keys.finish())?,
+            values: utf8(values.finish())?,
         })
     }
 
-    fn append_to(&self, builder: &mut TextMapBuilder) -> Result<(), ArrowError> {
+    fn append_to(&self, builder: &mut StringMapBuilder) -> Result<(), ArrowError> {
         let (keys, values) = builder.entries();
         keys.append_array(&self.keys)?;
         values.append_array(&self.values)?;
@@ -148,7 +158,7 @@ impl PreparedMap {
     /// Bytes one row of this map adds to a column.
     fn bytes(&self) -> usize {
         let data =
-            |a: &BinaryArray| a.value_data().len() + std::mem::size_of_val(a.value_offsets());
+            |a: &StringArray| a.value_data().len() + std::mem::size_of_val(a.value_offsets());
         data(&self.keys) + data(&self.values)
     }
 }
@@ -156,7 +166,7 @@ impl PreparedMap {
 /// What every record under one resource shares.
 #[derive(Debug)]
 pub(super) struct ResourceContext<'a> {
-    service: Text<'a>,
+    service: &'a str,
     attributes: PreparedMap,
     dropped_attributes_count: u32,
     schema_url: Option<&'a str>,
@@ -168,8 +178,10 @@ impl<'a> ResourceContext<'a> {
         dropped_attributes_count: u32,
         schema_url: &'a str,
     ) -> Result<Self, ArrowError> {
+        let service = std::str::from_utf8(service_name(attributes))
+            .map_err(|e| ArrowError::InvalidArgumentError(format!("service.name: {e}")))?;
         Ok(Self {
-            service: service_name(attributes),
+            service,
             attributes: PreparedMap::new(attributes)?,
             dropped_attributes_count,
             schema_url: non_empty(schema_url),
@@ -252,13 +264,13 @@ pub(super) fn context_row_bytes(resource: &ResourceContext<'_>, scope: &ScopeCon
 /// The `service` column and the resource and scope columns that end both tables' schemas.
 #[derive(Debug)]
 pub(super) struct ContextColumns {
-    service: BinaryBuilder,
-    resource: TextMapBuilder,
+    service: StringBuilder,
+    resource: StringMapBuilder,
     resource_dropped_attributes_count: Vec<u32>,
     resource_schema_url: StringBuilder,
     scope_name: StringBuilder,
     scope_version: StringBuilder,
-    scope_attributes: TextMapBuilder,
+    scope_attributes: StringMapBuilder,
     scope_dropped_attributes_count: Vec<u32>,
     scope_schema_url: StringBuilder,
 }
@@ -277,13 +289,13 @@ impl ContextColumns {
         scope_entries: usize,
     ) -> Self {
         Self {
-            service: BinaryBuilder::with_capacity(rows, rows * BYTES_PER_STRING_GUESS),
-            resource: text_map_builder(rows, resource_entries),
+            service: StringBuilder::with_capacity(rows, rows * BYTES_PER_STRING_GUESS),
+            resource: map_builder(rows, resource_entries),
             resource_dropped_attributes_count: Vec::with_capacity(rows),
             resource_schema_url: StringBuilder::with_capacity(rows, 0),
             scope_name: StringBuilder::with_capacity(rows, rows * BYTES_PER_STRING_GUESS),
             scope_version: StringBuilder::with_capacity(rows, rows * 8),
-            scope_attributes: text_map_builder(rows, scope_entries),
+            scope_attributes: map_builder(rows, scope_entries),
             scope_dropped_attributes_count: Vec::with_capacity(rows),
             scope_schema_url: StringBuilder::with_capacity(rows, 0),
         }
@@ -319,20 +331,20 @@ impl ContextColumns {
             + string_bytes(&self.scope_schema_url)
     }
 
-    pub(super) fn finish(mut self) -> Result<FinishedContext, ArrowError> {
-        Ok(FinishedContext {
-            service: Arc::new(utf8(self.service.finish())?),
+    pub(super) fn finish(mut self) -> FinishedContext {
+        FinishedContext {
+            service: Arc::new(self.service.finish()),
             tail: [
-                Arc::new(utf8_map(self.resource.finish())?),
+                Arc::new(self.resource.finish()),
                 Arc::new(UInt32Array::from(self.resource_dropped_attributes_count)),
                 Arc::new(self.resource_schema_url.finish()),
                 Arc::new(self.scope_name.finish()),
                 Arc::new(self.scope_version.finish()),
-                Arc::new(utf8_map(self.scope_attributes.finish())?),
+                Arc::new(self.scope_attributes.finish()),
                 Arc::new(UInt32Array::from(self.scope_dropped_attributes_count)),
                 Arc::new(self.scope_schema_url.finish()),
             ],
-        })
+        }
     }
 }
 
@@ -350,23 +362,21 @@ mod tests {
     }
 
     #[test]
-    fn map_builder_produces_the_schema_map_type() {
-        let mut b = text_map_builder(2, 2);
+    fn map_builders_produce_the_schema_map_type() {
+        let mut text = map_builder(2, 2);
         let mut unstored = BinaryBuilder::new();
-        append_attributes(
-            &mut b,
-            &mut unstored,
-            &[kv("a", Some(ValueRef::Int(1))), kv("b", None)],
-        )
-        .unwrap();
+        let attributes = [kv("a", Some(ValueRef::Int(1))), kv("b", None)];
+        append_attributes(&mut text, &mut unstored, &attributes).unwrap();
+        append_attributes(&mut text, &mut unstored, &[]).unwrap();
+        let mut strings = map_builder(1, 1);
         PreparedMap::new(&[kv("c", Some(ValueRef::Bool(true)))])
             .unwrap()
-            .append_to(&mut b)
+            .append_to(&mut strings)
             .unwrap();
-        let map = utf8_map(b.finish()).unwrap();
-        assert_eq!(map.data_type(), &string_map_type());
-        assert_eq!(map.len(), 2);
-        assert_eq!(map.null_count(), 0);
+        for map in [utf8_map(text.finish()).unwrap(), strings.finish()] {
+            assert_eq!(map.data_type(), &string_map_type());
+            assert_eq!(map.null_count(), 0);
+        }
     }
 
     #[test]
@@ -386,14 +396,14 @@ mod tests {
         };
         let bad_value = kv("k", Some(ValueRef::Str(b"\xc3")));
         for bad in [bad_key, bad_value] {
-            let mut b = text_map_builder(1, 2);
+            let mut b = map_builder(1, 2);
             let mut unstored = BinaryBuilder::new();
             append_attributes(&mut b, &mut unstored, &[kv("fine", None), bad]).unwrap();
             assert!(utf8_map(b.finish()).is_err());
             assert_eq!(unstored.finish().len(), 0);
         }
         // A value a later one with the same key replaces is not stored, but kept to be checked.
-        let mut b = text_map_builder(1, 2);
+        let mut b = map_builder(1, 2);
         let mut unstored = BinaryBuilder::new();
         let replaced = kv("k", Some(ValueRef::Str(b"\xc3")));
         append_attributes(&mut b, &mut unstored, &[replaced, kv("k", None)]).unwrap();

@@ -14,8 +14,8 @@ use prost::Message;
 
 use super::columns::{
     ContextColumns, FIXED_ROW_BYTES, ResourceContext, ScopeContext, ScopeFields, TextMapBuilder,
-    append_attributes, context_row_bytes, map_bytes, non_empty, string_bytes, text_map_builder,
-    utf8, utf8_map,
+    append_attributes, context_row_bytes, map_builder, map_bytes, non_empty, string_bytes, utf8,
+    utf8_map,
 };
 use super::value::{append_body, append_hex_id};
 use super::wire::{
@@ -368,7 +368,7 @@ impl LogColumns {
             span_id: StringBuilder::with_capacity(rows, sizes.with_trace_id * SPAN_ID_LEN * 2),
             flags: Vec::with_capacity(rows),
             event_name: BinaryBuilder::with_capacity(rows, 0),
-            attributes: text_map_builder(rows, sizes.attributes),
+            attributes: map_builder(rows, sizes.attributes),
             dropped_attributes_count: Vec::with_capacity(rows),
             context: ContextColumns::with_capacity(
                 rows,
@@ -420,7 +420,7 @@ impl LogColumns {
     /// The columns, each text column checked to be UTF-8 (see [`Text`]).
     fn finish(mut self) -> Result<Vec<ArrayRef>, ArrowError> {
         utf8(self.unstored.finish())?;
-        let context = self.context.finish()?;
+        let context = self.context.finish();
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(TimestampNanosecondArray::from(self.time).with_timezone("UTC")),
             Arc::new(TimestampNanosecondArray::from(self.observed_time).with_timezone("UTC")),

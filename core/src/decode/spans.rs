@@ -15,8 +15,8 @@ use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 
 use super::columns::{
     ContextColumns, FIXED_ROW_BYTES, ResourceContext, ScopeContext, ScopeFields, TextMapBuilder,
-    append_attributes, attribute_refs, context_row_bytes, map_bytes, non_empty, string_bytes,
-    text_map_builder, utf8, utf8_map,
+    append_attributes, attribute_refs, context_row_bytes, map_builder, map_bytes, non_empty,
+    string_bytes, utf8, utf8_map,
 };
 use super::value::{
     append_hex_id, fmt_error, write_json_hex, write_json_str, write_json_string_map,
@@ -277,7 +277,7 @@ impl SpanColumns {
             kind: StringBuilder::with_capacity(rows, rows * 8),
             status_code: StringBuilder::with_capacity(rows, rows * 5),
             status_message: StringBuilder::with_capacity(rows, 0),
-            attributes: text_map_builder(rows, sizes.attributes),
+            attributes: map_builder(rows, sizes.attributes),
             dropped_attributes_count: Vec::with_capacity(rows),
             events: StringBuilder::with_capacity(rows, rows * 2),
             dropped_events_count: Vec::with_capacity(rows),
@@ -352,7 +352,7 @@ impl SpanColumns {
 
     fn finish(mut self) -> Result<Vec<ArrayRef>, ArrowError> {
         utf8(self.unstored.finish())?;
-        let context = self.context.finish()?;
+        let context = self.context.finish();
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(TimestampNanosecondArray::from(self.time).with_timezone("UTC")),
             Arc::new(TimestampNanosecondArray::from(self.end_time).with_timezone("UTC")),
