@@ -375,7 +375,7 @@ impl LogColumns {
                 sizes.resource_entries,
                 sizes.scope_entries,
             ),
-            unstored: BinaryBuilder::new(),
+            unstored: BinaryBuilder::with_capacity(0, 0),
         }
     }
 

@@ -288,7 +288,7 @@ impl SpanColumns {
                 sizes.resource_entries,
                 sizes.scope_entries,
             ),
-            unstored: BinaryBuilder::new(),
+            unstored: BinaryBuilder::with_capacity(0, 0),
         }
     }
 
