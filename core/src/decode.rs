@@ -1049,11 +1049,11 @@ mod tests {
     #[test]
     fn text_that_is_not_utf8_is_refused_wherever_it_is() {
         const MARK: &[u8] = b"<bad>";
+        // Field 1 is both KeyValue.key and AnyValue.string_value.
         let string = |s: &[u8]| field(1, s);
-        let any_string = |s: &[u8]| field(1, s); // AnyValue.string_value
         let attribute = |k: &[u8], v: &[u8]| {
-            let mut kv = field(1, k);
-            kv.extend(field(2, &any_string(v)));
+            let mut kv = string(k);
+            kv.extend(field(2, &string(v)));
             kv
         };
         let good_id = field(9, &[1; 16]);
@@ -1079,7 +1079,7 @@ mod tests {
             ),
             (
                 "a body",
-                request(no_resource, &[record(&[field(5, &any_string(MARK))])]),
+                request(no_resource, &[record(&[field(5, &string(MARK))])]),
             ),
             (
                 "severity_text",
@@ -1118,10 +1118,7 @@ mod tests {
                 "a string value replaced by an int in the same AnyValue",
                 request(
                     no_resource,
-                    &[record(&[field(
-                        5,
-                        &[any_string(MARK), vec![0x18, 7]].concat(),
-                    )])],
+                    &[record(&[field(5, &[string(MARK), vec![0x18, 7]].concat())])],
                 ),
             ),
             (

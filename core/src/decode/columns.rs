@@ -82,12 +82,12 @@ pub(super) fn utf8_map(text: MapArray) -> Result<MapArray, ArrowError> {
 }
 
 /// Appends one row holding `attributes` by their string forms, duplicate keys keeping the last.
-/// The text of a value a later one replaces goes to `unstored`, to be checked with the columns
-/// (see [`Text`]).
-pub(super) fn append_attributes(
+/// `dropped` gets the text of each value a later one replaces, which is not stored but must
+/// still be checked when it was read in place (see [`Text`]).
+pub(super) fn append_attributes<'a>(
     builder: &mut TextMapBuilder,
-    unstored: &mut BinaryBuilder,
-    attributes: &[KeyValueRef<'_>],
+    attributes: &'a [KeyValueRef<'a>],
+    mut dropped: impl FnMut(Text<'a>),
 ) -> Result<(), ArrowError> {
     for_each_last_and_dropped(
         attributes,
@@ -98,7 +98,7 @@ pub(super) fn append_attributes(
         },
         |kv| {
             if let Some(text) = kv.value.as_text() {
-                unstored.append_value(text);
+                dropped(text);
             }
         },
     )?;
@@ -364,10 +364,9 @@ mod tests {
     #[test]
     fn map_builders_produce_the_schema_map_type() {
         let mut text = map_builder(2, 2);
-        let mut unstored = BinaryBuilder::new();
         let attributes = [kv("a", Some(ValueRef::Int(1))), kv("b", None)];
-        append_attributes(&mut text, &mut unstored, &attributes).unwrap();
-        append_attributes(&mut text, &mut unstored, &[]).unwrap();
+        append_attributes(&mut text, &attributes, |_| {}).unwrap();
+        append_attributes(&mut text, &[], |_| {}).unwrap();
         let mut strings = map_builder(1, 1);
         PreparedMap::new(&[kv("c", Some(ValueRef::Bool(true)))])
             .unwrap()
@@ -397,18 +396,19 @@ mod tests {
         let bad_value = kv("k", Some(ValueRef::Str(b"\xc3")));
         for bad in [bad_key, bad_value] {
             let mut b = map_builder(1, 2);
-            let mut unstored = BinaryBuilder::new();
-            append_attributes(&mut b, &mut unstored, &[kv("fine", None), bad]).unwrap();
+            let mut dropped = BinaryBuilder::new();
+            let attributes = [kv("fine", None), bad];
+            append_attributes(&mut b, &attributes, |t| dropped.append_value(t)).unwrap();
             assert!(utf8_map(b.finish()).is_err());
-            assert_eq!(unstored.finish().len(), 0);
+            assert_eq!(dropped.finish().len(), 0);
         }
         // A value a later one with the same key replaces is not stored, but kept to be checked.
         let mut b = map_builder(1, 2);
-        let mut unstored = BinaryBuilder::new();
-        let replaced = kv("k", Some(ValueRef::Str(b"\xc3")));
-        append_attributes(&mut b, &mut unstored, &[replaced, kv("k", None)]).unwrap();
+        let mut dropped = BinaryBuilder::new();
+        let attributes = [kv("k", Some(ValueRef::Str(b"\xc3"))), kv("k", None)];
+        append_attributes(&mut b, &attributes, |t| dropped.append_value(t)).unwrap();
         assert!(utf8_map(b.finish()).is_ok());
-        assert!(utf8(unstored.finish()).is_err());
+        assert!(utf8(dropped.finish()).is_err());
     }
 
     #[test]

@@ -92,14 +92,17 @@ pub(super) fn decode_protobuf(
                 }
                 attributes.clear();
                 let record = Record::read(field.bytes()?, &mut attributes)?;
-                match check(&record, received_at_ns) {
+                let checked = check(&record, received_at_ns).and_then(|times| {
+                    if columns.bytes() + context_bytes > max_batch_bytes {
+                        Err(Reason::BatchTooLarge)
+                    } else {
+                        Ok(times)
+                    }
+                });
+                match checked {
                     Err(reason) => {
                         record.check_text(&attributes)?;
                         rejections.add(reason);
-                    }
-                    Ok(_) if columns.bytes() + context_bytes > max_batch_bytes => {
-                        record.check_text(&attributes)?;
-                        rejections.add(Reason::BatchTooLarge);
                     }
                     Ok(times) => columns
                         .append(&record, &attributes, times, &resource, &scope)
@@ -400,7 +403,9 @@ impl LogColumns {
         append_optional_id(&mut self.span_id, record.span_id)?;
         self.flags.push(record.flags);
         self.event_name.append_option(non_empty(record.event_name));
-        append_attributes(&mut self.attributes, &mut self.unstored, attributes)?;
+        append_attributes(&mut self.attributes, attributes, |text| {
+            self.unstored.append_value(text);
+        })?;
         self.dropped_attributes_count
             .push(record.dropped_attributes_count);
         self.context.append(resource, scope)

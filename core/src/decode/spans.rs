@@ -4,9 +4,7 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, BinaryBuilder, Int64Array, StringBuilder, TimestampNanosecondArray, UInt32Array,
-};
+use arrow::array::{ArrayRef, Int64Array, StringBuilder, TimestampNanosecondArray, UInt32Array};
 use arrow::error::ArrowError;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link, SpanKind};
@@ -16,7 +14,7 @@ use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use super::columns::{
     ContextColumns, FIXED_ROW_BYTES, ResourceContext, ScopeContext, ScopeFields, TextMapBuilder,
     append_attributes, attribute_refs, context_row_bytes, map_builder, map_bytes, non_empty,
-    string_bytes, utf8, utf8_map,
+    string_bytes, utf8_map,
 };
 use super::value::{
     append_hex_id, fmt_error, write_json_hex, write_json_str, write_json_string_map,
@@ -257,8 +255,6 @@ struct SpanColumns {
     links: StringBuilder,
     dropped_links_count: Vec<u32>,
     context: ContextColumns,
-    /// Attribute values a later key replaced, checked with the columns.
-    unstored: BinaryBuilder,
 }
 
 impl SpanColumns {
@@ -288,7 +284,6 @@ impl SpanColumns {
                 sizes.resource_entries,
                 sizes.scope_entries,
             ),
-            unstored: BinaryBuilder::with_capacity(0, 0),
         }
     }
 
@@ -317,10 +312,11 @@ impl SpanColumns {
             .append_value(status_code_name(span.status.as_ref()));
         self.status_message
             .append_option(span.status.as_ref().and_then(|s| non_empty(&s.message)));
+        // prost has checked every string of a span, the dropped values too.
         append_attributes(
             &mut self.attributes,
-            &mut self.unstored,
             &attribute_refs(&span.attributes),
+            |_| {},
         )?;
         self.dropped_attributes_count
             .push(span.dropped_attributes_count);
@@ -351,7 +347,6 @@ impl SpanColumns {
     }
 
     fn finish(mut self) -> Result<Vec<ArrayRef>, ArrowError> {
-        utf8(self.unstored.finish())?;
         let context = self.context.finish();
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(TimestampNanosecondArray::from(self.time).with_timezone("UTC")),
